@@ -1,0 +1,78 @@
+"""Typed configuration: pydantic models loaded from YAML and overridden with ``key=value`` pairs.
+
+Every stage's options live in one model with ``extra="forbid"``, so a typo in a
+YAML file or an override is rejected with the offending key named.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Optional, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from modelprint.errors import ConfigError
+
+C = TypeVar("C", bound="StrictConfig")
+
+
+class StrictConfig(BaseModel):
+    """Base for every config: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["train.lr=1e-4", "lora.enabled=true"]`` → nested dict, values parsed as YAML scalars."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override '{pair}' is not of the form key=value")
+        dotted, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = result
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{pair}' conflicts with another override")
+        node[parts[-1]] = value
+    return result
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{where}'"
+    return f"invalid config value for '{where}': {first['msg']}"
+
+
+def load_config(cls: type[C], path: Optional[Path] = None, overrides: Iterable[str] = (),
+                **values: Any) -> C:
+    """Defaults ← YAML file ← explicit ``values`` (non-None) ← ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+        data = loaded
+    data = _merge(data, {k: v for k, v in values.items() if v is not None})
+    data = _merge(data, parse_overrides(overrides))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None

@@ -1,0 +1,66 @@
+"""Atomic file and directory writes, so a killed process never leaves half an artifact."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from modelprint.errors import ModelprintError, OutputExistsError
+
+
+def check_output_path(path: Path, overwrite: bool) -> None:
+    """Refuse to clobber an existing output and fail early on an unwritable parent."""
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output '{path}' already exists (pass --overwrite to replace it)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise ModelprintError(f"output directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ModelprintError(f"output directory '{parent}' is not writable")
+
+
+def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any, mode: int = 0o644) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode=mode)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory; rename it to ``final`` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            if not overwrite:
+                raise OutputExistsError(f"output '{final}' already exists (pass --overwrite to replace it)")
+            trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
