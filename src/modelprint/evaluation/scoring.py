@@ -1,0 +1,133 @@
+"""Batched model primitives every task is built from: log-likelihood of continuations and greedy answers.
+
+Tasks only assemble token ids; these two functions own batching, padding and
+devices, so a task is a few lines of data handling and runs alike on CPU and GPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from modelprint.models import LoadedModel
+from modelprint.prompts import pad_left
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLikelihood:
+    """Summed log-probability of a continuation, its token count and whether it is the greedy one."""
+
+    logprob: float
+    n_tokens: int
+    is_greedy: bool
+
+
+def _max_length(model: LoadedModel) -> int:
+    cfg = getattr(model.model, "config", None)
+    return int(getattr(cfg, "max_position_embeddings", 0) or 2048)
+
+
+def _token_batches(lengths: Sequence[int], order: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Split ``order`` (longest first) into batches bounded by count and padded token budget."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        new_width = max(width, lengths[i])
+        if current and (len(current) >= batch_size or new_width * (len(current) + 1) > max_batch_tokens):
+            batches.append(current)
+            current, new_width = [], lengths[i]
+        current.append(i)
+        width = new_width
+    if current:
+        batches.append(current)
+    return batches
+
+
+def progress_bar(total: int, desc: str, progress: Optional[bool]):
+    """tqdm bar; ``progress=None`` shows it only on a terminal."""
+    return tqdm(total=total, desc=desc, unit="item", leave=False, disable=None if progress is None else not progress)
+
+
+@torch.inference_mode()
+def loglikelihoods(model: LoadedModel, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                   batch_size: int = 16, max_batch_tokens: int = 2048, progress: Optional[bool] = None,
+                   desc: str = "scoring") -> list[LogLikelihood]:
+    """Log-likelihood of each ``(context_ids, continuation_ids)`` pair, batched longest-first.
+
+    Sequences are right-padded (positions stay those of an unpadded run) and
+    truncated from the left to the model's context length, keeping the continuation.
+    """
+    limit = _max_length(model) + 1
+    seqs: list[list[int]] = []
+    for ctx, cont in requests:
+        if not cont:
+            raise ValueError("continuation must contain at least one token")
+        if not ctx:
+            raise ValueError("context must contain at least one token (use a BOS/EOS prefix)")
+        seqs.append((list(ctx) + list(cont))[-limit:])
+    lengths = [len(s) - 1 for s in seqs]
+    order = sorted(range(len(seqs)), key=lambda i: -lengths[i])
+    pad_id = model.tokenizer.pad_token_id or 0
+    out: list[Optional[LogLikelihood]] = [None] * len(seqs)
+    with progress_bar(len(seqs), desc, progress) as bar:
+        for batch in _token_batches(lengths, order, batch_size, max_batch_tokens):
+            width = max(lengths[i] for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : lengths[i]] = torch.tensor(seqs[i][:-1])
+                mask[row, : lengths[i]] = 1
+            logits = model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            for row, i in enumerate(batch):
+                n_cont = min(len(requests[i][1]), lengths[i])
+                span = logits[row, lengths[i] - n_cont: lengths[i]].float().log_softmax(-1)
+                target = torch.tensor(seqs[i][-n_cont:], device=span.device)
+                lp = span.gather(-1, target[:, None]).squeeze(-1)
+                greedy = bool((span.argmax(-1) == target).all())
+                out[i] = LogLikelihood(float(lp.sum()), n_cont, greedy)
+            bar.update(len(batch))
+    return [o for o in out if o is not None]
+
+
+def _stop_ids(model: LoadedModel) -> set[int]:
+    ids: set[int] = set()
+    eos = getattr(getattr(model.model, "generation_config", None), "eos_token_id", None)
+    for value in (eos, model.tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return ids
+
+
+@torch.inference_mode()
+def greedy_generate(model: LoadedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+                    batch_size: int = 16, progress: Optional[bool] = None, desc: str = "generating") -> list[list[int]]:
+    """Greedy continuation ids of each prompt, cut before the first end-of-sequence token.
+
+    Prompts are batched longest-first with left padding; the same prompts in the
+    same order always form the same batches, so two models compare like with like.
+    """
+    from transformers import GenerationConfig
+
+    stop = _stop_ids(model)
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else min(stop, default=0)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                              eos_token_id=sorted(stop) or None, pad_token_id=pad_id)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    with progress_bar(len(prompts), desc, progress) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start: start + batch_size]
+            ids, mask = pad_left([prompts[i] for i in batch], pad_id)
+            gen = model.model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                       generation_config=config)
+            for row, i in enumerate(batch):
+                new = gen[row, ids.shape[1]:].tolist()
+                cut = next((k for k, t in enumerate(new) if t in stop or t == pad_id), len(new))
+                out[i] = new[:cut]
+            bar.update(len(batch))
+    return out
