@@ -25,6 +25,7 @@ app = typer.Typer(
 # Each module defines `register(app: typer.Typer) -> None`.
 STAGE_MODULES = [
     "modelprint.generate.cli",
+    "modelprint.merge.cli",
 ]
 
 
