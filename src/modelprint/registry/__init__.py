@@ -1,0 +1,22 @@
+"""The registry: owners, base models, encrypted fingerprint sets, licensees, licences and runs.
+
+Public API (see ``store``/``license`` for details)::
+
+    Registry(url=None)                     # open + migrate; url ← $MODELPRINT_DB ← SQLite in $MODELPRINT_HOME
+    init_registry(url=None)                # upgrade to head, create the owner's secret.key
+    resolve_set(name, url=None) -> FingerprintSet
+    choose_keys(set_ref, n, seed=0, url=None) -> list[int]
+    record_verification(set_ref, *, target, backend, keys, matches, verdict, p_value=None, n_asked=None, url=None)
+    record_stress(*, model, suite, report_path="", summary=None, url=None)
+    issue_license(reg, licensee, model, *, out_dir, generate_step=None, embed_step=None, ...)
+"""
+from __future__ import annotations
+
+from modelprint.registry.db import home_dir, resolve_url
+from modelprint.registry.license import IssueContext, issue_license
+from modelprint.registry.secrets import SecretKeyError
+from modelprint.registry.store import (Registry, choose_keys, init_registry, open_registry, record_stress,
+                                       record_verification, resolve_set)
+
+__all__ = ["Registry", "init_registry", "open_registry", "resolve_set", "choose_keys", "record_verification",
+           "record_stress", "issue_license", "IssueContext", "SecretKeyError", "home_dir", "resolve_url"]
