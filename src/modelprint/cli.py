@@ -24,6 +24,7 @@ app = typer.Typer(
 
 # Each module defines `register(app: typer.Typer) -> None`.
 STAGE_MODULES = [
+    "modelprint.registry.cli",
     "modelprint.generate.cli",
     "modelprint.merge.cli",
 ]

@@ -8,6 +8,7 @@ busy timeout and ``BEGIN IMMEDIATE`` so concurrent writers queue instead of fail
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import random
 import time
@@ -25,6 +26,8 @@ from sqlalchemy.exc import NoSuchModuleError
 from modelprint.errors import ModelprintError
 
 T = TypeVar("T")
+# Alembic narrates every connection at INFO; modelprint logs its own one-line summary instead.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
