@@ -1,0 +1,70 @@
+"""generate: create a fingerprint set from a model with a named strategy."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Union
+
+from pydantic import Field
+
+from modelprint.config import StrictConfig
+from modelprint.errors import ConfigError
+from modelprint.fingerprints import Fingerprint, FingerprintSet
+from modelprint.generate.registry import STRATEGIES, Choice, Strategy, get_strategy, register_strategy
+from modelprint.io import check_output_path
+from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GenerateConfig", "generate", "STRATEGIES", "Strategy", "Choice", "register_strategy", "get_strategy"]
+
+
+class GenerateConfig(StrictConfig):
+    """Options of ``modelprint generate`` (same names as the CLI flags)."""
+
+    strategy: str = "perinucleus"
+    num_fingerprints: int = Field(64, ge=1)
+    key_length: int = Field(16, ge=1)
+    response_length: int = Field(1, ge=1)
+    nucleus_threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    nucleus_k: int = Field(3, ge=1)
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+    keys_file: Optional[str] = None
+    system_prompt: Optional[str] = None
+
+
+def generate(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, out: Optional[Path] = None, *,
+             overwrite: bool = False, config: Optional[GenerateConfig] = None, **options) -> FingerprintSet:
+    """Generate a fingerprint set; write it to ``out`` (owner-only, atomic) when given.
+
+    ``options`` are GenerateConfig fields (``strategy``, ``num_fingerprints``, …).
+    """
+    if config is None:
+        try:
+            config = GenerateConfig(**options)
+        except Exception as exc:  # pydantic ValidationError → one line
+            from modelprint.config import _describe
+
+            raise ConfigError(_describe(exc)) from None
+    strategy = get_strategy(config.strategy)
+    if out is not None:
+        check_output_path(Path(out), overwrite)
+    lm = load_model(model)
+    log.info("generating %d fingerprints with strategy '%s' from %s", config.num_fingerprints, strategy.name, lm.source)
+    keys = strategy.keys(lm, config.num_fingerprints, key_length=config.key_length, seed=config.seed,
+                         batch_size=config.batch_size, keys_file=config.keys_file)
+    choices = strategy.responses(lm, keys, response_length=config.response_length,
+                                 threshold=config.nucleus_threshold, k=config.nucleus_k, seed=config.seed,
+                                 batch_size=config.batch_size, system_prompt=config.system_prompt)
+    fingerprints = [Fingerprint(index=i, key=key, response=lm.tokenizer.decode(c.response_ids),
+                                response_ids=list(c.response_ids), null_prob=c.null_prob, meta=c.meta)
+                    for i, (key, c) in enumerate(zip(keys, choices))]
+    params = config.model_dump(exclude={"seed", "batch_size", "keys_file", "system_prompt", "strategy"})
+    fs = FingerprintSet(strategy=strategy.name, params=params, seed=config.seed, model_source=lm.source,
+                        model_hash=lm.model_hash, tokenizer_hash=lm.tokenizer_hash, fingerprints=fingerprints,
+                        system_prompt=config.system_prompt)
+    if out is not None:
+        fs.save(Path(out), overwrite=overwrite)
+        log.info("wrote %d fingerprints to %s (set %s)", len(fs), out, fs.set_id[:19])
+    return fs

@@ -1,0 +1,34 @@
+"""Word lists and seeded randomness shared by the strategies."""
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def _lines(name: str) -> tuple[str, ...]:
+    text = resources.files("modelprint.data").joinpath(name).read_text(encoding="utf-8")
+    return tuple(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
+
+
+def words() -> tuple[str, ...]:
+    """3000 common lowercase English words (see the header of data/words.txt)."""
+    return _lines("words.txt")
+
+
+def topics() -> tuple[str, ...]:
+    """Seed topics that make model-written keys diverse."""
+    return _lines("topics.txt")
+
+
+def rng_for(seed: int, *stream: int) -> np.random.Generator:
+    """An independent generator per (seed, stream…): results never depend on batching."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, *stream])
+
+
+def random_words(seed: int, stream: int, count: int) -> str:
+    pool = words()
+    rng = rng_for(seed, 0x57, stream)
+    return " ".join(pool[i] for i in rng.integers(0, len(pool), size=count))

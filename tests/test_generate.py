@@ -1,0 +1,178 @@
+"""generate: the Perinucleus rule recomputed independently, determinism, strategies, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from modelprint.errors import ConfigError, ModelprintError, OutputExistsError
+from modelprint.fingerprints import load_fingerprints
+from modelprint.generate import STRATEGIES, generate
+from modelprint.prompts import encode_prompt
+
+
+def _independent_perinucleus_candidates(model, tokenizer, key, t, k):
+    """Textbook re-derivation: full (unbatched, uncached) forward, sort, nucleus, next k word tokens."""
+    ids = torch.tensor([encode_prompt(tokenizer, key)])
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1).numpy()
+    order = np.argsort(-probs, kind="stable")
+    mass, n = 0.0, 0
+    while mass < t:
+        mass += probs[order[n]]
+        n += 1
+    cands = []
+    for tok in order[n:]:
+        text = tokenizer.decode([int(tok)]).strip()
+        if int(tok) not in tokenizer.all_special_ids and len(text) >= 2 and text.isalnum():
+            cands.append(int(tok))
+        if len(cands) == k:
+            break
+    return n, cands
+
+
+def test_perinucleus_matches_independent_rule(tiny):
+    fs = generate(tiny, strategy="perinucleus", num_fingerprints=12, key_length=10, nucleus_threshold=0.8,
+                  nucleus_k=3, seed=3, batch_size=5)
+    assert len(fs) == 12
+    for fp in fs:
+        n, cands = _independent_perinucleus_candidates(tiny.model, tiny.tokenizer, fp.key, 0.8, 3)
+        assert fp.meta["nucleus_size"] == n
+        assert fp.response_ids[0] in cands
+        assert fp.null_prob == pytest.approx(1 / 3)
+
+
+def test_perinucleus_choice_is_uniform_over_candidates(tiny):
+    keys = [f"Tell me about the river number {i} and the sea." for i in range(60)]
+    picks = []
+    for seed in range(3):
+        from modelprint.generate.responses import perinucleus
+        picks += [c.meta["rank"] - c.meta["nucleus_size"] - c.meta["widened"] for c in perinucleus(
+            tiny, keys, response_length=1, threshold=0.8, k=3, seed=seed, batch_size=16)]
+    # Every candidate slot gets picked sometimes (ranks relative to the nucleus start differ).
+    assert len(set(picks)) >= 3
+
+
+def test_deterministic_bytes(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    a = generate(tiny, tmp_path / "a.jsonl", strategy="perinucleus", num_fingerprints=6, seed=7, batch_size=4)
+    b = generate(tiny, tmp_path / "b.jsonl", strategy="perinucleus", num_fingerprints=6, seed=7, batch_size=4)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    c = generate(tiny, strategy="perinucleus", num_fingerprints=6, seed=8, batch_size=4)
+    assert a.set_id == b.set_id != c.set_id
+
+
+@pytest.mark.parametrize("strategy", ["perinucleus", "english", "random-word", "inverse-nucleus",
+                                      "english-random-response"])
+def test_each_strategy_counts_and_uniqueness(tiny, strategy, tmp_path):
+    fs = generate(tiny, tmp_path / "f.jsonl", strategy=strategy, num_fingerprints=10, key_length=16,
+                  response_length=2, batch_size=4)
+    assert len(fs) == 10 and len({fp.key for fp in fs}) == 10
+    assert all(fp.response_ids and 0 < fp.null_prob <= 1 for fp in fs)
+    back = load_fingerprints(tmp_path / "f.jsonl")
+    assert [fp.response_ids for fp in back] == [fp.response_ids for fp in fs]
+    assert back.strategy == strategy and back.model_hash == tiny.model_hash
+    assert stat.S_IMODE(os.stat(tmp_path / "f.jsonl").st_mode) == 0o600
+    if strategy == "inverse-nucleus":
+        assert all(len(fp.response_ids) == 1 for fp in fs)
+
+
+def test_custom_keys_text_and_jsonl(tiny, tmp_path):
+    txt = tmp_path / "keys.txt"
+    txt.write_text("What is the sea?\nWhy do rivers flow?\n")
+    fs = generate(tiny, strategy="custom", keys_file=str(txt), num_fingerprints=2)
+    assert [fp.key for fp in fs] == ["What is the sea?", "Why do rivers flow?"]
+    js = tmp_path / "keys.jsonl"
+    js.write_text(json.dumps({"key": "Tell me a story."}) + "\n")
+    assert [fp.key for fp in generate(tiny, strategy="custom", keys_file=str(js), num_fingerprints=1)] == \
+        ["Tell me a story."]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"strategy": "nope"}, "unknown strategy"),
+    ({"nucleus_threshold": 1.0}, "nucleus_threshold"),
+    ({"nucleus_threshold": 0.0}, "nucleus_threshold"),
+    ({"nucleus_k": 0}, "nucleus_k"),
+    ({"num_fingerprints": 0}, "num_fingerprints"),
+    ({"strategy": "custom"}, "--keys-file"),
+    ({"strategy": "custom", "keys_file": "/nonexistent/keys.txt"}, "does not exist"),
+])
+def test_bad_options(tiny, options, message):
+    with pytest.raises(ModelprintError, match=message):
+        generate(tiny, **options)
+
+
+def test_bad_keys_files(tiny, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "ok"}\nnot json\n')
+    with pytest.raises(ConfigError, match="bad.jsonl:2: not valid JSON"):
+        generate(tiny, strategy="custom", keys_file=str(bad), num_fingerprints=1)
+    few = tmp_path / "few.txt"
+    few.write_text("one key only\n")
+    with pytest.raises(ConfigError, match="fewer than"):
+        generate(tiny, strategy="custom", keys_file=str(few), num_fingerprints=3)
+
+
+def test_output_exists_and_unwritable(tiny, tmp_path):
+    out = tmp_path / "f.jsonl"
+    out.write_text("keep me")
+    with pytest.raises(OutputExistsError):
+        generate(tiny, out, num_fingerprints=2)
+    assert out.read_text() == "keep me"
+    generate(tiny, out, num_fingerprints=2, overwrite=True)
+    assert load_fingerprints(out).strategy == "perinucleus"
+    with pytest.raises(ModelprintError, match="does not exist"):
+        generate(tiny, tmp_path / "missing-dir" / "f.jsonl", num_fingerprints=2)
+
+
+def test_registry_lists_all_strategies():
+    from modelprint.generate import get_strategy
+
+    get_strategy("perinucleus")
+    assert {"perinucleus", "english", "random-word", "inverse-nucleus", "english-random-response",
+            "custom"} <= set(STRATEGIES)
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "modelprint.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strategy", "bogus"], "unknown strategy 'bogus'"),
+    (["--nucleus-threshold", "1.5"], "nucleus_threshold"),
+    (["--nucleus-k", "0"], "nucleus_k"),
+    (["--num-fingerprints", "0"], "num_fingerprints"),
+    (["--model", "./no/such/model"], "does not exist"),
+    (["--model", "someone/some-model"], "not reachable offline"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, args, message):
+    result = _cli("generate", "--out", str(tmp_path / "f.jsonl"), *args)
+    assert result.returncode == 2
+    assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "f.jsonl").exists()
+
+
+def test_cli_model_dir_not_causal_lm(tmp_path):
+    d = tmp_path / "vit"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    result = _cli("generate", "--out", str(tmp_path / "f.jsonl"), "--model", str(d))
+    assert result.returncode == 2 and "not a causal language model" in result.stderr
+
+
+@pytest.mark.slow
+def test_real_model_perinucleus(real_model, tmp_path):
+    fs = generate(real_model, tmp_path / "real.jsonl", num_fingerprints=8, key_length=16, seed=1)
+    assert len({fp.key for fp in fs}) == 8
+    for fp in fs:
+        n, cands = _independent_perinucleus_candidates(real_model.model, real_model.tokenizer, fp.key, 0.8, 3)
+        assert fp.response_ids[0] in cands and fp.meta["nucleus_size"] == n
+        assert len(fp.key.split()) >= 3
