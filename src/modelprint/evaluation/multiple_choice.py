@@ -18,7 +18,7 @@ from modelprint.evaluation.data import read_jsonl, sample_items
 from modelprint.evaluation.perplexity import prefix_token
 from modelprint.evaluation.registry import TaskSpec, register_task
 from modelprint.evaluation.results import TaskResult, accuracy_result
-from modelprint.evaluation.scoring import loglikelihoods
+from modelprint.evaluation.scoring import choice_loglikelihoods
 from modelprint.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -59,22 +59,18 @@ def parse_mc_row(row: dict[str, Any]) -> MCItem:
 
 
 def score_multiple_choice(model: LoadedModel, items: Sequence[MCItem], *, name: str = "multiple-choice",
-                          prompt: str = CLOZE_PROMPT, batch_size: int = 16,
+                          prompt: str = CLOZE_PROMPT,
                           progress: Optional[bool] = None) -> TaskResult:
     """acc / acc_norm of ``items``: every option scored as `` option`` after the formatted prompt."""
     start = time.perf_counter()
     tok = model.tokenizer
     prefix = prefix_token(tok)
-    requests, owners = [], []
-    for k, item in enumerate(items):
+    requests = []
+    for item in items:
         ctx = [prefix] + list(tok(prompt.format(question=item.question), add_special_tokens=False)["input_ids"])
-        for option in item.options:
-            requests.append((ctx, list(tok(" " + option, add_special_tokens=False)["input_ids"])))
-            owners.append(k)
-    scores = loglikelihoods(model, requests, batch_size=batch_size, progress=progress, desc=name)
-    per_item: list[list[float]] = [[] for _ in items]
-    for k, s in zip(owners, scores):
-        per_item[k].append(s.logprob)
+        requests.append((ctx, [list(tok(" " + o, add_special_tokens=False)["input_ids"]) for o in item.options]))
+    scored = choice_loglikelihoods(model, requests, progress=progress, desc=name)
+    per_item = [[s.logprob for s in row] for row in scored]
     acc, acc_norm, details = [], [], []
     for item, lls in zip(items, per_item):
         norm = [ll / max(len(" " + opt), 1) for ll, opt in zip(lls, item.options)]
@@ -103,10 +99,10 @@ def _valid_items(package: str, file: str) -> list[MCItem]:
     return items
 
 
-def _mc_task(model: LoadedModel, spec: TaskSpec, n: int, seed: int, *, batch_size: int = 16,
+def _mc_task(model: LoadedModel, spec: TaskSpec, n: int, seed: int, *,
              progress: Optional[bool] = None, **_: Any) -> TaskResult:
     items = sample_items(_valid_items(spec.package, spec.file), n, seed)
-    return score_multiple_choice(model, items, name=spec.name, prompt=spec.prompt, batch_size=batch_size,
+    return score_multiple_choice(model, items, name=spec.name, prompt=spec.prompt,
                                  progress=progress)
 
 

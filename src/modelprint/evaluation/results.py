@@ -23,7 +23,9 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    # exact at the boundaries (rounding would otherwise put 0/n just above 0)
+    return (0.0 if successes <= 0 else min(lo, p)), (1.0 if successes >= n else max(hi, p))
 
 
 def bootstrap_perplexity_interval(nll_sums: Sequence[float], token_counts: Sequence[int], seed: int = 0,
