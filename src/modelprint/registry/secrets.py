@@ -36,8 +36,11 @@ def create_key_file(path: Optional[Path] = None) -> tuple[Path, bool]:
     path = Path(path or default_key_path())
     if path.exists():
         return path, False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, Fernet.generate_key().decode() + "\n", mode=KEY_FILE_MODE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, Fernet.generate_key().decode() + "\n", mode=KEY_FILE_MODE)
+    except OSError as exc:
+        raise SecretKeyError(f"cannot create secret key file '{path}': {exc.strerror or exc}") from None
     return path, True
 
 
