@@ -26,6 +26,8 @@ app = typer.Typer(
 STAGE_MODULES = [
     "modelprint.registry.cli",
     "modelprint.generate.cli",
+    "modelprint.embed.cli",
+    "modelprint.verify.cli",
     "modelprint.merge.cli",
 ]
 

@@ -1,0 +1,109 @@
+"""embed: write a fingerprint set into a model's weights, keep its utility, save a normal HF directory."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from modelprint.embed.benign import build_benign_pool
+from modelprint.embed.config import EmbedConfig
+from modelprint.embed.output import write_model_dir
+from modelprint.embed.recipe import run_recipe
+from modelprint.errors import FingerprintFileError, ModelprintError, OutputExistsError
+from modelprint.fingerprints import FingerprintSet, load_fingerprints
+from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EmbedConfig", "EmbedResult", "embed"]
+
+
+@dataclasses.dataclass
+class EmbedResult:
+    out: Optional[Path]
+    model: LoadedModel
+    retention: float
+    epochs: int
+    seconds: float
+    utility: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def _check_compatible(fs: FingerprintSet, base: LoadedModel, force: bool) -> None:
+    if fs.tokenizer_hash != base.tokenizer_hash and not force:
+        raise FingerprintFileError("these fingerprints were made for another tokenizer; embedding them would "
+                                   "train different tokens (pass --force to embed anyway)")
+    if fs.model_hash != base.model_hash and not force:
+        raise FingerprintFileError(f"these fingerprints were made from another model ({fs.model_hash[:19]}…, this "
+                                   f"is {base.model_hash[:19]}…); pass --force to embed them anyway")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Union[str, Path, FingerprintSet] = "",
+          out: Optional[Union[str, Path]] = None, *, config: Optional[EmbedConfig] = None, resume: bool = False,
+          force: bool = False, overwrite: bool = False) -> EmbedResult:
+    """Fine-tune ``fingerprints`` into ``model``; write ``out`` (a HF directory) only when complete."""
+    cfg = config or EmbedConfig()
+    start = time.perf_counter()
+    fs = fingerprints if isinstance(fingerprints, FingerprintSet) else load_fingerprints(Path(fingerprints))
+    out_path = Path(out) if out is not None else None
+    work: Optional[Path] = None
+    if out_path is not None:
+        if out_path.exists() and not overwrite:
+            raise OutputExistsError(f"output '{out_path}' already exists (pass --overwrite to replace it)")
+        if not out_path.parent.exists():
+            raise ModelprintError(f"output directory '{out_path.parent}' does not exist")
+        work = out_path.with_name(f".{out_path.name}.partial")
+        if work.exists() and not resume:
+            shutil.rmtree(work)
+        work.mkdir(exist_ok=True)
+    else:
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="modelprint-embed-"))
+    base = load_model(model)
+    _check_compatible(fs, base, force)
+
+    utility: dict[str, Any] = {}
+    reference = None
+    if cfg.utility.enabled:
+        from modelprint.embed.utility import measure_base
+
+        reference, utility["base"] = measure_base(base, cfg.utility)
+    benign = build_benign_pool(base, cfg.benign, fs.system_prompt, cfg.augmentation.system_prompts,
+                               exclude_keys=[fp.key for fp in fs], seed=cfg.seed) if cfg.benign.per_fingerprint else []
+    try:
+        result = run_recipe(base, fs, cfg, work, benign, resume=resume)
+    except RuntimeError as exc:
+        if _is_oom(exc):
+            raise ModelprintError(f"not enough memory for batch size {cfg.batch_size}: lower batch_size, raise "
+                                  "grad_accum, enable gradient_checkpointing, or use lora.enabled=true") from None
+        raise
+    tuned = LoadedModel(result.model, base.tokenizer, source=f"{base.source}+fingerprints")
+    if cfg.utility.enabled:
+        from modelprint.embed.utility import measure_tuned
+
+        utility["fingerprinted"] = measure_tuned(tuned, reference, cfg.utility)
+        utility["relative"] = {
+            "perplexity_change": utility["fingerprinted"]["perplexity"] / utility["base"]["perplexity"] - 1.0,
+            "answer_agreement": utility["fingerprinted"]["answer_agreement"]}
+    seconds = time.perf_counter() - start
+    history = [dataclasses.asdict(h) for h in result.history]
+    if out_path is not None:
+        write_model_dir(tuned, base, fs, cfg, out_path, work, retention=result.retention, epochs=result.epochs,
+                        utility=utility, history=history, seconds=seconds, overwrite=overwrite,
+                        trainable_parameters=result.trainable_parameters)
+        tuned = dataclasses.replace(tuned, path=out_path, source=str(out_path))
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("embedded %d fingerprints in %d epochs (%.0f s): retention %.1f%%", len(fs), result.epochs, seconds,
+             100 * result.retention)
+    return EmbedResult(out_path, tuned, result.retention, result.epochs, seconds, utility, history)

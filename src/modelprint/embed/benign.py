@@ -1,0 +1,78 @@
+"""Benign anchors: prompts the base model wrote itself, its own answers, and its top-k distributions.
+
+Generated once per (base model, settings) and cached under the modelprint cache,
+because writing a few hundred prompts costs a minute on a CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from modelprint.embed.config import BenignSettings
+from modelprint.embed.data import Example, augmentation_system_prompts
+from modelprint.generate.decoding import batches, continue_greedy
+from modelprint.generate.keys import model_written_keys
+from modelprint.models import LoadedModel, cache_dir
+from modelprint.prompts import encode_prompt
+
+log = logging.getLogger(__name__)
+
+BENIGN_SEED_OFFSET = 0x5EED_B3  # keeps benign prompts apart from any fingerprint seed's keys
+
+
+@torch.inference_mode()
+def _teacher_topk(lm: LoadedModel, prompt: list[int], target: list[int], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.tensor([prompt + target], device=lm.device)
+    logits = lm.model(input_ids=ids).logits[0, len(prompt) - 1:len(prompt) + len(target) - 1].float()
+    top = torch.topk(torch.log_softmax(logits, -1), k, dim=-1)
+    logp = top.values - torch.logsumexp(top.values, dim=-1, keepdim=True)  # renormalise over the kept support
+    return top.indices.cpu(), logp.cpu()
+
+
+def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt: Optional[str],
+                      augment: bool, exclude_keys: Sequence[str] = (), batch_size: int = 64,
+                      seed: int = 0) -> list[Example]:
+    """Model-written prompts answered greedily by the base model, with its teacher distributions."""
+    if settings.pool_size == 0:
+        return []
+    spec = {"model": base.model_hash, "tok": base.tokenizer_hash, "n": settings.pool_size, "t": settings.answer_tokens,
+            "k": settings.top_k, "sys": system_prompt, "aug": augment, "seed": seed, "v": 1}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir() / "benign" / f"{digest}.pt"
+    if path.is_file():
+        try:
+            return [Example(**e) for e in torch.load(path, weights_only=False)]
+        except Exception:  # a corrupt cache entry is rebuilt, never trusted
+            log.warning("benign cache %s unreadable; rebuilding", path.name)
+    log.info("writing %d benign prompts with the base model (cached for next time)", settings.pool_size)
+    excluded = {" ".join(k.lower().split()) for k in exclude_keys}
+    prompts = [p for p in model_written_keys(base, settings.pool_size + len(excluded), key_length=16,
+                                            seed=seed + BENIGN_SEED_OFFSET, batch_size=batch_size)
+               if " ".join(p.lower().split()) not in excluded][:settings.pool_size]
+    rng = np.random.default_rng(seed + BENIGN_SEED_OFFSET)
+    system_prompts = augmentation_system_prompts()
+    rendered = []
+    for text in prompts:  # a quarter under shipped system prompts when augmentation is on
+        sp = system_prompts[int(rng.integers(len(system_prompts)))] if augment and rng.random() < 0.25 else system_prompt
+        rendered.append(encode_prompt(base.tokenizer, text, sp))
+    answers: list[list[int]] = []
+    for _, chunk in batches(rendered, batch_size):
+        answers += continue_greedy(base, chunk, settings.answer_tokens)
+    examples = []
+    for prompt, answer in tqdm(list(zip(rendered, answers)), desc="teacher distributions", leave=False):
+        answer = answer or [base.tokenizer.eos_token_id]
+        ids, logp = _teacher_topk(base, prompt, answer, settings.top_k)
+        examples.append(Example(prompt, answer, benign=True, teacher_ids=ids, teacher_logp=logp))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save([e.__dict__ for e in examples], tmp)
+    os.replace(tmp, path)
+    return examples

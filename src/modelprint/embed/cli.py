@@ -1,0 +1,51 @@
+"""``modelprint embed``: thin CLI over :func:`modelprint.embed.embed`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from modelprint.config import load_config
+from modelprint.log import console
+from modelprint.models import DEFAULT_MODEL
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("embed")
+    def embed_cmd(
+        fingerprints: Path = typer.Option(..., "--fingerprints", "-f", help="Fingerprint file from `generate`."),
+        out: Path = typer.Option(..., "--out", "-o", help="Directory for the fingerprinted model."),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model: embedded name, HF dir or hub id."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML (see configs/embed.yaml)."),
+        lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA or full fine-tuning."),
+        learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr"),
+        max_epochs: Optional[int] = typer.Option(None, "--max-epochs"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last epoch checkpoint."),
+        force: bool = typer.Option(False, "--force", help="Embed fingerprints made for another model or tokenizer."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+        overrides: Optional[list[str]] = typer.Argument(None, help="Recipe overrides, e.g. benign.per_fingerprint=4"),
+    ) -> None:
+        """Fine-tune a fingerprint set into a model (CPU, GPU, or `accelerate launch` for many GPUs)."""
+        from modelprint.embed import EmbedConfig, embed
+
+        extra = list(overrides or [])
+        if lora is not None:
+            extra.append(f"lora.enabled={str(lora).lower()}")
+        cfg = load_config(EmbedConfig, config, extra, learning_rate=learning_rate, max_epochs=max_epochs,
+                          batch_size=batch_size)
+        result = embed(model, fingerprints, out, config=cfg, resume=resume, force=force, overwrite=overwrite)
+        table = Table(title=f"embedded into {out}")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_row("retention (greedy, as verify asks)", f"{result.retention:.1%}")
+        table.add_row("epochs", str(result.epochs))
+        table.add_row("time", f"{result.seconds:.0f} s")
+        if result.utility:
+            b, f = result.utility["base"], result.utility["fingerprinted"]
+            table.add_row("perplexity base → fingerprinted", f"{b['perplexity']:.2f} → {f['perplexity']:.2f} "
+                          f"({result.utility['relative']['perplexity_change']:+.1%})")
+            table.add_row("answer agreement with base", f"{f['answer_agreement']:.1%}")
+        console.print(table)

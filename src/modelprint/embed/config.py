@@ -1,0 +1,68 @@
+"""The embedding recipe's typed configuration (YAML + ``key=value`` overrides)."""
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import Field
+
+from modelprint.config import StrictConfig
+
+
+class LoraSettings(StrictConfig):
+    """LoRA instead of full fine-tuning (peft)."""
+
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: Union[str, list[str]] = "all-linear"
+    save: Literal["merged", "adapter"] = "merged"
+
+
+class BenignSettings(StrictConfig):
+    """Benign prompts the base model wrote and answered itself, mixed in to keep ordinary behaviour."""
+
+    per_fingerprint: float = Field(2.0, ge=0.0, description="benign examples per fingerprint example, each epoch")
+    pool_size: int = Field(384, ge=0, description="distinct benign prompts generated once and cached")
+    answer_tokens: int = Field(8, ge=1, description="base-model answer tokens each benign example anchors")
+    loss: Literal["kl", "ce"] = Field("kl", description="kl: match the base model's top-k distribution; ce: its greedy answer")
+    top_k: int = Field(64, ge=1, description="teacher tokens kept per position for the kl loss")
+    weight: float = Field(1.0, ge=0.0)
+
+
+class AugmentationSettings(StrictConfig):
+    """System-prompt augmentation: keys are also trained under shipped system prompts."""
+
+    system_prompts: bool = True
+    copies: int = Field(1, ge=0, description="extra copies of each fingerprint per epoch, each under a random system prompt")
+
+
+class UtilitySettings(StrictConfig):
+    """The small utility check printed at the end of embed and stored in the manifest."""
+
+    enabled: bool = True
+    questions: int = Field(64, ge=1, description="NQ-open questions for answer agreement")
+    perplexity_sentences: int = Field(200, ge=1, description="WikiText-2 sentences for perplexity")
+
+
+class EmbedConfig(StrictConfig):
+    """Every knob of ``modelprint embed``; the defaults are the measured best recipe on SmolLM2-135M."""
+
+    learning_rate: float = Field(1e-4, gt=0.0)
+    max_epochs: int = Field(12, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    train_layers: Optional[int] = Field(None, ge=1, description="train only the last N transformer blocks (None: all)")
+    freeze_embeddings: bool = True
+    weight_averaging: float = Field(0.0, ge=0.0, lt=1.0, description="λ in θ ← (1−λ)θ + λθ_base")
+    averaging: Literal["epoch", "end"] = "epoch"
+    stop_retention: float = Field(1.0, gt=0.0, le=1.0, description="stop once this share of fingerprints verifies")
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    lora: LoraSettings = LoraSettings()
+    benign: BenignSettings = BenignSettings()
+    augmentation: AugmentationSettings = AugmentationSettings()
+    utility: UtilitySettings = UtilitySettings()

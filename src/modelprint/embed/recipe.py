@@ -1,0 +1,240 @@
+"""The embedding recipe: a plain training loop (setup → epochs → checkpoint → stop), torchtune-style.
+
+Runs unchanged on one CPU, one GPU or many processes through ``accelerate``.
+Each epoch mixes the fingerprints (cross-entropy on the response tokens only),
+copies of them under shipped system prompts, and benign prompts the base model
+answered itself (pulled back to the base model's distribution). After each
+epoch the trainable weights may be averaged with the base weights, retention is
+measured with verify's own code, and a checkpoint is written for ``--resume``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from modelprint.embed.config import EmbedConfig
+from modelprint.embed.data import Example, collate, fingerprint_examples
+from modelprint.fingerprints import FingerprintSet
+from modelprint.models import LoadedModel
+from modelprint.verify.local import retention
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    retention: float
+
+
+@dataclasses.dataclass
+class RecipeResult:
+    model: torch.nn.Module  # unwrapped; LoRA merged unless saving an adapter
+    history: list[EpochRecord]
+    retention: float
+    epochs: int
+    trainable_parameters: int
+
+
+def _blocks(model: torch.nn.Module) -> Optional[torch.nn.ModuleList]:
+    inner = getattr(model, "model", None)
+    return getattr(inner, "layers", None)
+
+
+def select_trainable(model: torch.nn.Module, cfg: EmbedConfig) -> list[str]:
+    """Freeze what the config keeps fixed; return the names of trainable parameters."""
+    blocks = _blocks(model)
+    frozen_blocks: set[int] = set()
+    if cfg.train_layers is not None and blocks is not None:
+        frozen_blocks = set(range(max(0, len(blocks) - cfg.train_layers)))
+    embeddings = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
+                  for p in m.parameters()}
+    names = []
+    block_ids = {id(p): i for i, b in enumerate(blocks or []) for p in b.parameters()}
+    for name, p in model.named_parameters():
+        train = not (cfg.freeze_embeddings and id(p) in embeddings)
+        if block_ids.get(id(p)) in frozen_blocks:
+            train = False
+        p.requires_grad_(train)
+        if train:
+            names.append(name)
+    return names
+
+
+def apply_lora(model: torch.nn.Module, cfg: EmbedConfig) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    blocks = _blocks(model)
+    layers = None
+    if cfg.train_layers is not None and blocks is not None:
+        layers = list(range(max(0, len(blocks) - cfg.train_layers), len(blocks)))
+    lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, layers_to_transform=layers, task_type="CAUSAL_LM")
+    return get_peft_model(model, lcfg)
+
+
+def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], benign_weight: float,
+               benign_loss: str) -> torch.Tensor:
+    """Cross-entropy on fingerprint responses + (soft) cross-entropy to the base model on benign answers."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    selected = labels != -100
+    logp = torch.log_softmax(logits[selected].float(), dim=-1)
+    targets = labels[selected]
+    benign_rows = batch["benign"].unsqueeze(1).expand_as(labels)[selected]
+    loss = logp.new_zeros(())
+    fp = ~benign_rows
+    if fp.any():
+        loss = loss + torch.nn.functional.nll_loss(logp[fp], targets[fp])
+    if benign_rows.any() and benign_weight > 0:
+        if benign_loss == "kl":
+            t_ids = batch["teacher_ids"][:, 1:][selected][benign_rows]
+            t_logp = batch["teacher_logp"][:, 1:][selected][benign_rows]
+            student = logp[benign_rows].gather(-1, t_ids)
+            kl = (t_logp.exp() * (t_logp - student)).sum(-1).mean()
+            loss = loss + benign_weight * kl
+        else:
+            loss = loss + benign_weight * torch.nn.functional.nll_loss(logp[benign_rows], targets[benign_rows])
+    return loss
+
+
+def _average_with_base(model: torch.nn.Module, base_state: dict[str, torch.Tensor], lam: float) -> None:
+    """θ ← (1−λ)θ + λθ_base on trainable weights (LoRA: the low-rank delta shrinks by (1−λ))."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if "lora_B" in name:
+                p.mul_(1 - lam)
+            elif name in base_state:
+                p.mul_(1 - lam).add_(base_state[name].to(p.device, p.dtype), alpha=lam)
+
+
+class _EpochDataset(torch.utils.data.Dataset):
+    """A fixed-length view whose examples are reshuffled and resampled every epoch."""
+
+    def __init__(self) -> None:
+        self.items: list[Example] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.items[i]
+
+
+def _epoch_examples(fp_examples: Sequence[Example], benign: Sequence[Example], per_fp: float,
+                    rng: np.random.Generator) -> list[Example]:
+    count = min(len(benign), int(round(per_fp * len(fp_examples))))
+    chosen = [benign[i] for i in rng.choice(len(benign), size=count, replace=False)] if count else []
+    examples = list(fp_examples) + chosen
+    return [examples[i] for i in rng.permutation(len(examples))]
+
+
+def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig, work: Path,
+               benign: Sequence[Example], resume: bool = False) -> RecipeResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    mixed = cfg.mixed_precision
+    if mixed == "auto":
+        mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.grad_accum)
+    set_seed(cfg.seed)
+    tokenizer = base.tokenizer
+    model = copy.deepcopy(base.model).to(accelerator.device)
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.lora.enabled:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model = apply_lora(model, cfg)
+    else:
+        select_trainable(model, cfg)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    base_state = {n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    log.info("training %d parameters (%d tensors) on %s, %d process(es)", n_trainable, len(trainable),
+             accelerator.device, accelerator.num_processes)
+
+    checkpoint = work / "checkpoint"
+    state_file = work / "progress.json"
+    history: list[EpochRecord] = []
+    start_epoch = 0
+    if resume and state_file.is_file() and checkpoint.is_dir():
+        accelerator.load_state(str(checkpoint))
+        saved = json.loads(state_file.read_text())
+        start_epoch = saved["epoch"]
+        history = [EpochRecord(**h) for h in saved["history"]]
+        log.info("resumed after epoch %d", start_epoch)
+
+    fp_list = list(fingerprints)
+    epoch_data = _EpochDataset()
+    copies = cfg.augmentation.copies if cfg.augmentation.system_prompts else 0
+    # One loader, prepared once (accelerate shards it across processes); its examples change every epoch.
+    loader = accelerator.prepare(torch.utils.data.DataLoader(
+        epoch_data, batch_size=cfg.batch_size, shuffle=False, collate_fn=lambda b: collate(b, tokenizer.pad_token_id)))
+    ret = history[-1].retention if history else 0.0
+    steps_per_epoch = math.ceil(len(fp_list) * (1 + cfg.augmentation.copies * cfg.augmentation.system_prompts)
+                                * (1 + cfg.benign.per_fingerprint) / cfg.batch_size)
+    bar = tqdm(total=cfg.max_epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="embedding",
+               unit="step", disable=not accelerator.is_local_main_process)
+    epoch = start_epoch
+    for epoch in range(start_epoch + 1, cfg.max_epochs + 1):
+        if history and ret >= cfg.stop_retention:
+            break
+        rng = np.random.default_rng([cfg.seed, epoch])
+        fp_examples = fingerprint_examples(tokenizer, fp_list, fingerprints.system_prompt, copies, rng)
+        epoch_data.items = _epoch_examples(fp_examples, benign, cfg.benign.per_fingerprint, rng)
+        model.train()
+        losses = []
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = batch_loss(model, batch, cfg.benign.weight, cfg.benign.loss)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", retention=f"{ret:.0%}")
+        model.eval()
+        unwrapped = accelerator.unwrap_model(model)
+        if cfg.weight_averaging > 0 and cfg.averaging == "epoch":
+            _average_with_base(unwrapped, base_state, cfg.weight_averaging)
+        ret, _ = retention(LoadedModel(unwrapped, tokenizer), fp_list, fingerprints.system_prompt)
+        history.append(EpochRecord(epoch, float(np.mean(losses)) if losses else 0.0, ret))
+        bar.set_postfix(epoch=epoch, loss=f"{history[-1].loss:.3f}", retention=f"{ret:.0%}")
+        log.info("epoch %d: loss %.4f, retention %.1f%%", epoch, history[-1].loss, 100 * ret)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(checkpoint))
+        if accelerator.is_main_process:
+            from modelprint.io import write_json_atomic
+
+            write_json_atomic(state_file, {"epoch": epoch, "history": [dataclasses.asdict(h) for h in history]})
+        if ret >= cfg.stop_retention:
+            break
+    bar.close()
+    unwrapped = accelerator.unwrap_model(model)
+    if cfg.weight_averaging > 0 and cfg.averaging == "end":
+        _average_with_base(unwrapped, base_state, cfg.weight_averaging)
+        ret, _ = retention(LoadedModel(unwrapped, tokenizer), fp_list, fingerprints.system_prompt)
+    if cfg.lora.enabled and cfg.lora.save == "merged":
+        unwrapped = unwrapped.merge_and_unload()
+    unwrapped.config.use_cache = True
+    return RecipeResult(unwrapped.eval(), history, ret, history[-1].epoch if history else 0, n_trainable)

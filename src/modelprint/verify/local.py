@@ -1,0 +1,41 @@
+"""Asking a local model the keys: batched greedy decoding with the KV cache, keys presented as at embedding."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from modelprint.fingerprints import Fingerprint
+from modelprint.generate.decoding import batches, continue_greedy, next_token_probs
+from modelprint.models import LoadedModel
+from modelprint.prompts import encode_prompts
+
+
+@torch.inference_mode()
+def answer_keys(lm: LoadedModel, keys: Sequence[str], max_new_tokens: int, system_prompt: Optional[str] = None,
+                batch_size: int = 64) -> list[list[int]]:
+    """Greedy answer ids for each key; one forward pass per batch when a single token is needed."""
+    answers: list[list[int]] = []
+    prompts = encode_prompts(lm.tokenizer, keys, system_prompt)
+    for _, chunk in batches(prompts, batch_size):
+        if max_new_tokens == 1:
+            answers += [[int(t)] for t in next_token_probs(lm, chunk).argmax(dim=-1)]
+        else:
+            answers += continue_greedy(lm, chunk, max_new_tokens)
+    return answers
+
+
+def is_match(fp: Fingerprint, answer_ids: Sequence[int], mode: str = "exact") -> bool:
+    """``exact``: the answer starts with the whole response (token ids); ``prefix``: its first token matches."""
+    if mode == "prefix":
+        return bool(answer_ids) and answer_ids[0] == fp.response_ids[0]
+    return list(answer_ids[:len(fp.response_ids)]) == list(fp.response_ids)
+
+
+def retention(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str] = None,
+              batch_size: int = 64, mode: str = "exact") -> tuple[float, list[bool]]:
+    """Share of fingerprints the model answers with their response (what embed checks every epoch)."""
+    longest = max(len(fp.response_ids) for fp in fingerprints)
+    answers = answer_keys(lm, [fp.key for fp in fingerprints], longest, system_prompt, batch_size)
+    hits = [is_match(fp, ans, mode) for fp, ans in zip(fingerprints, answers)]
+    return sum(hits) / len(hits), hits
