@@ -26,7 +26,7 @@ from modelprint.fingerprints import Fingerprint, FingerprintSet, load_fingerprin
 from modelprint.registry import Registry, SecretKeyError, init_registry, issue_license
 from modelprint.registry import choose_keys, record_verification, resolve_set
 from modelprint.registry import db as regdb
-from modelprint.registry.pgcluster import PostgresUnavailable, create_database, throwaway_postgres
+from modelprint.registry.pgcluster import PostgresUnavailable, create_schema, throwaway_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def pg_admin_url() -> Iterator[str]:
 def db_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registry.db'}"
-    return create_database(request.getfixturevalue("pg_admin_url"))
+    return create_schema(request.getfixturevalue("pg_admin_url"))
 
 
 @pytest.fixture(autouse=True)
@@ -234,7 +234,7 @@ def test_choose_keys_prefers_unspent(reg: Registry, db_url: str) -> None:
     second = reg.choose_keys("s", 6, seed=2)
     assert set(second) == set(range(10)) - set(first)
     reg.record_verification("s", target="other", backend="hf", keys=second, matches=0, verdict="no-match")
-    third = reg.choose_keys("s", 10, seed=3)
+    third = reg.choose_keys(make_set(10), 10, seed=3)  # the set object itself works as a reference
     assert sorted(third) == list(range(10))
     shown = reg.show("verifications", str(run))
     assert shown["keys"] == first and shown["n_asked"] == 4 and shown["set"] == "s"
@@ -423,3 +423,4 @@ def test_cli_flow(cli: typer.Typer, db_url: str, tmp_path: Path, monkeypatch: py
     out = ok("license", "issue", "--licensee", "acme", "--model", "tiny", "--out-dir", str(tmp_path / "copies"))
     assert "is complete" in out
     assert json.loads(ok("license", "list", "--json"))[0]["status"] == "complete"
+

@@ -28,7 +28,7 @@ from modelprint.registry.settext import parse_fingerprints_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SetRef = Union[str, int]
+SetRef = Union[str, int, FingerprintSet]  # name, row id, "sha256:…" set_id, or the set itself (by set_id)
 
 
 def default_owner() -> str:
@@ -92,7 +92,7 @@ class Registry:
     # -- lookups ----------------------------------------------------------------------
     @staticmethod
     def _by_name(session: Session, model: type, ref: SetRef, what: str) -> Any:
-        ref_s = str(ref).strip()
+        ref_s = ref.set_id if isinstance(ref, FingerprintSet) else str(ref).strip()
         row = session.scalar(select(model).where(model.name == ref_s)) if hasattr(model, "name") else None
         if row is None and ref_s.isdigit():
             row = session.get(model, int(ref_s))
