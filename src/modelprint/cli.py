@@ -29,6 +29,7 @@ STAGE_MODULES = [
     "modelprint.embed.cli",
     "modelprint.verify.cli",
     "modelprint.merge.cli",
+    "modelprint.serve_cli",
 ]
 
 

@@ -1,0 +1,38 @@
+"""``modelprint serve`` (an OpenAI-compatible endpoint for a local model) and ``modelprint export`` (GGUF)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from modelprint.log import console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_command(
+        model: str = typer.Option(..., "--model", "-m", help="model name, Hugging Face directory or cached hub id"),
+        host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
+        port: int = typer.Option(8000, "--port", help="port to listen on"),
+        served_name: Optional[str] = typer.Option(None, "--served-model-name",
+                                                  help="model id reported by /v1/models (default: directory name)"),
+    ) -> None:
+        """Serve a local model over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions)."""
+        from modelprint.serve import serve
+
+        console.print(f"serving on http://{host}:{port}/v1 (Ctrl-C to stop)")
+        serve(model, host=host, port=port, model_name=served_name)
+
+    @app.command("export")
+    def export_command(
+        model_dir: str = typer.Argument(..., help="Llama-architecture model: name or Hugging Face directory"),
+        gguf: Path = typer.Option(..., "--gguf", help="output GGUF file (for llama.cpp, Ollama, LM Studio)"),
+        outtype: str = typer.Option("f16", "--outtype", help="tensor type: f16, q8_0 or f32"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output file"),
+    ) -> None:
+        """Export a (fingerprinted) model to a GGUF file."""
+        from modelprint.export import export_gguf
+
+        path = export_gguf(model_dir, gguf, outtype=outtype, overwrite=overwrite)
+        console.print(f"GGUF written to {path} ({outtype})")
