@@ -22,7 +22,7 @@ from modelprint.errors import ModelprintError
 from modelprint.fingerprints import SECRET_FILE_MODE, FingerprintSet
 from modelprint.io import check_output_path, write_text_atomic
 from modelprint.registry import db, secrets
-from modelprint.registry.schema import (KINDS, BaseModel, FingerprintSetRow, KeySpend, License, Licensee, Owner,
+from modelprint.registry.schema import (KINDS, BaseModel, FingerprintSetRow, KeySpend, Licensee, Owner,
                                         StressRun, VerificationRun)
 from modelprint.registry.settext import parse_fingerprints_text
 
