@@ -278,6 +278,7 @@ def test_license_issue_complete(reg: Registry, tmp_path: Path) -> None:
     assert rec["status"] == "complete" and rec["steps_done"] == ["generate", "embed", "register"]
     assert rec["copy_hash"] == "sha256:copy-acme" and Path(rec["copy_path"]).is_dir()
     assert reg.resolve_set(rec["set"]).set_id == make_set(4, tag="acme-5").set_id
+    assert reg.show("licenses", "acme")["id"] == rec["id"]  # by licensee name
     with pytest.raises(ModelprintError, match="already holds complete licence"):
         issue_license(reg, "acme", "tiny", out_dir=tmp_path, generate_step=steps.generate, embed_step=steps.embed)
     assert (steps.generated, steps.embedded) == (1, 1)

@@ -22,7 +22,7 @@ from modelprint.errors import ModelprintError
 from modelprint.fingerprints import SECRET_FILE_MODE, FingerprintSet
 from modelprint.io import check_output_path, write_text_atomic
 from modelprint.registry import db, secrets
-from modelprint.registry.schema import (KINDS, BaseModel, FingerprintSetRow, KeySpend, Licensee, Owner,
+from modelprint.registry.schema import (KINDS, BaseModel, FingerprintSetRow, KeySpend, License, Licensee, Owner,
                                         StressRun, VerificationRun)
 from modelprint.registry.settext import parse_fingerprints_text
 
@@ -98,6 +98,11 @@ class Registry:
             row = session.get(model, int(ref_s))
         if row is None and model is FingerprintSetRow and ref_s.startswith("sha256:"):
             row = session.scalar(select(model).where(model.set_id == ref_s))
+        if row is None and model is License:  # a licensee's only licence, by licensee name
+            rows = session.scalars(select(License).join(Licensee).where(Licensee.name == ref_s)).all()
+            if len(rows) > 1:
+                raise ModelprintError(f"licensee '{ref_s}' holds {len(rows)} licences; give the licence id")
+            row = rows[0] if rows else None
         if row is None:
             raise ModelprintError(f"unknown {what} '{ref_s}' (see 'modelprint registry list')")
         return row
