@@ -53,10 +53,13 @@ def default_generate(ctx: IssueContext) -> FingerprintSet:
 
 
 def default_embed(ctx: IssueContext, fs: FingerprintSet, out: Path) -> str:
-    from modelprint.embed import embed
+    """Fine-tune with :func:`modelprint.embed.embed`, resuming its own checkpoints after a kill."""
+    from modelprint.embed import EmbedConfig, embed
 
-    result = embed(ctx.model_source, fs, out=out, overwrite=True, **ctx.options.get("embed", {}))
-    model_hash = getattr(result, "model_hash", None)
+    config = EmbedConfig(**ctx.options["embed"]) if ctx.options.get("embed") else None
+    result = embed(ctx.model_source, fs, out=out, config=config, resume=True, overwrite=True)
+    model = getattr(result, "model", None)
+    model_hash = getattr(model, "model_hash", None)
     if isinstance(model_hash, str) and model_hash:
         return model_hash
     from modelprint.models import load_model
