@@ -144,7 +144,7 @@ class Pleas(MergeMethod):
         s = LlamaShape.of(models[0].model)
         batches = calibration_batches(models[0].tokenizer, p.calibration_file, p.num_sequences, p.seq_len,
                                       p.batch_size, device)
-        cos_sin = rope(models[0].model.to(device), batches[0])
+        cos_sin = rope(models[0].model, batches[0])
         cs_of = lambda tokens: tuple(t[:, : tokens.shape[1]] for t in cos_sin)  # noqa: E731
         log.info("pleas: %d calibration tokens", sum(b.numel() for b in batches))
 
@@ -172,29 +172,33 @@ class Pleas(MergeMethod):
 
     def _fit(self, merged: State, states: list[State], weights: list[float], layouts: list[MlpLayout],
              s: LlamaShape, batches: list[torch.Tensor], cs_of) -> None:
-        """Layer by layer, group by group: solve each linear map on the merged model's own inputs."""
+        """Layer by layer, group by group: solve each linear map on the merged model's own inputs.
+
+        Per layer the parents run once per batch; only their weighted-average outputs (the targets)
+        are kept for that layer. The merged layer re-runs after each group is solved, because the
+        next group's inputs depend on it.
+        """
         dev = merged["model.norm.weight"].device
         h_merged = [embed(merged, t) for t in batches]
         h_parents = [[embed(sd, t) for t in batches] for sd in states]
         for layer in tqdm(range(s.layers), desc="pleas: least squares", disable=None):
-            lay = layouts[layer]
+            lay, targets = layouts[layer], []
+            for b, tokens in enumerate(batches):
+                theirs = [block(sd, layer, h[b], cs_of(tokens), s) for sd, h in zip(states, h_parents)]
+                targets.append({n: self._target(n, theirs, weights, lay) for n in WEIGHT})
+                for h, r in zip(h_parents, theirs):
+                    h[b] = r["out"]
             for inp, names in GROUPS:
                 w0 = torch.cat([merged[key(layer, WEIGHT[n])] for n in names])
                 ls = RidgeLS(w0.shape[1], w0.shape[0], dev)
                 for b, tokens in enumerate(batches):
-                    cs = cs_of(tokens)
-                    mine = block(merged, layer, h_merged[b], cs, s)
-                    theirs = [block(sd, layer, h[b], cs, s) for sd, h in zip(states, h_parents)]
-                    target = [self._target(n, theirs, weights, lay) for n in names]
-                    ls.update(mine[inp], torch.cat(target, -1))
+                    mine = block(merged, layer, h_merged[b], cs_of(tokens), s)
+                    ls.update(mine[inp], torch.cat([targets[b][n] for n in names], -1))
                 solved = ls.solve(w0, self.params.ridge)
                 for n, w in zip(names, solved.split([merged[key(layer, WEIGHT[n])].shape[0] for n in names])):
                     merged[key(layer, WEIGHT[n])] = w
-            for b, tokens in enumerate(batches):  # advance every residual stream past this layer
-                cs = cs_of(tokens)
-                h_merged[b] = block(merged, layer, h_merged[b], cs, s)["out"]
-                for sd, h in zip(states, h_parents):
-                    h[b] = block(sd, layer, h[b], cs, s)["out"]
+            for b, tokens in enumerate(batches):  # advance the merged residual stream past this layer
+                h_merged[b] = block(merged, layer, h_merged[b], cs_of(tokens), s)["out"]
         if not s.tied and "lm_head.weight" in merged:
             ls = RidgeLS(s.hidden, merged["lm_head.weight"].shape[0], dev)
             for b in range(len(batches)):
