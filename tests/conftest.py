@@ -22,3 +22,33 @@ def real_model():
     from modelprint.models import load_model
 
     return load_model("smollm2-135m")
+
+
+TINY_RECIPE = dict(learning_rate=3e-3, max_epochs=40, batch_size=4, freeze_embeddings=False,
+                   benign={"per_fingerprint": 0}, augmentation={"copies": 0}, utility={"enabled": False})
+
+
+def tiny_recipe(**changes):
+    """A recipe that memorises 16 fingerprints in a tiny model in seconds (no utility machinery)."""
+    from modelprint.config import _merge
+    from modelprint.embed import EmbedConfig
+
+    return EmbedConfig.model_validate(_merge(TINY_RECIPE, changes))
+
+
+@pytest.fixture(scope="session")
+def tiny_set(tiny):
+    """16 random-word fingerprints for the tiny model (distinct keys it can tell apart)."""
+    from modelprint.generate import generate
+
+    return generate(tiny, strategy="random-word", num_fingerprints=16, key_length=6, response_length=1, seed=11)
+
+
+@pytest.fixture(scope="session")
+def tiny_marked(tiny, tiny_set):
+    """The tiny model with ``tiny_set`` embedded by full fine-tuning."""
+    from modelprint.embed import embed
+
+    result = embed(tiny, tiny_set, None, config=tiny_recipe())
+    assert result.retention >= 0.9
+    return result.model

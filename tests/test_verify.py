@@ -1,0 +1,136 @@
+"""verify: the statistics, local verification, the sequential test, budgets, trace, bad input."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as sstats
+
+from modelprint.errors import ConfigError, FingerprintFileError
+from modelprint.verify import plan_keys, verify
+from modelprint.verify.stats import keys_needed, log10_tail, log_tail, sequential_decision, tail
+from modelprint.verify.trace import holm_adjust, trace
+
+
+def test_tail_matches_binomial_and_brute_force():
+    assert tail([1 / 3] * 64, 30) == pytest.approx(sstats.binom.sf(29, 64, 1 / 3), rel=1e-9)
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.6, size=9)
+    for m in range(0, 10):  # brute force over all 2^9 outcomes
+        total = 0.0
+        for mask in range(2 ** 9):
+            bits = [(mask >> i) & 1 for i in range(9)]
+            if sum(bits) >= m:
+                total += np.prod([pi if b else 1 - pi for pi, b in zip(p, bits)])
+        assert tail(p, m) == pytest.approx(total, rel=1e-9, abs=1e-300)
+
+
+def test_tail_is_stable_for_thousands_of_keys():
+    value = log10_tail([0.2] * 3000, 2900)
+    assert math.isfinite(value) and value < -1500
+    assert log_tail([0.5] * 10, 0) == 0.0 and log_tail([0.5] * 10, 11) == -math.inf
+
+
+def test_sequential_decisions():
+    p = [1 / 3] * 64
+    assert sequential_decision(p, 50, 50, 1e-6) == "match"
+    assert sequential_decision(p, 40, 0, 1e-6) == "no match"
+    assert sequential_decision(p, 10, 5, 1e-6) is None
+    assert keys_needed(1 / 3, 1e-6) == 13
+
+
+def test_plan_keys_seeded_and_budgeted(tiny_set):
+    assert plan_keys(tiny_set, 5, 0) == plan_keys(tiny_set, 5, 0)
+    assert plan_keys(tiny_set, 5, 0) != plan_keys(tiny_set, 5, 1)
+    assert len(plan_keys(tiny_set, 5, 0)) == 5
+    assert plan_keys(tiny_set, None, 0, prefer=[3, 4])[:2] in ([3, 4], [4, 3])
+
+
+def test_marked_model_matches_and_base_does_not(tiny, tiny_marked, tiny_set):
+    hit = verify(tiny_marked, tiny_set, sequential=False)
+    assert hit.verdict == "match" and hit.matches >= 14 and hit.log10_p_value < -6
+    miss = verify(tiny, tiny_set)
+    assert miss.verdict == "no match" and miss.matches <= 2
+    text = json.dumps(hit.to_json())
+    assert all(fp.key not in text for fp in tiny_set)
+
+
+def test_sequential_stops_early(tiny_marked, tiny_set):
+    early = verify(tiny_marked, tiny_set, batch_size=4, alpha=1e-3)
+    assert early.verdict == "match" and early.stopped_early and early.n_asked < len(tiny_set)
+
+
+def test_budget_limits_keys(tiny_marked, tiny_set):
+    record = verify(tiny_marked, tiny_set, max_queries=6)
+    assert record.n_asked <= 6 and record.n_planned == 6 and len(record.keys_spent) == record.n_asked
+    # 6 keys at 1/|words| each are already conclusive for random-word responses
+    assert record.verdict == "match"
+
+
+def test_bad_arguments(tiny, tiny_set):
+    with pytest.raises(ConfigError, match="alpha"):
+        verify(tiny, tiny_set, alpha=0)
+    with pytest.raises(ConfigError, match="match mode"):
+        verify(tiny, tiny_set, match="fuzzy")
+    with pytest.raises(ConfigError, match="max_queries"):
+        verify(tiny, tiny_set, max_queries=0)
+
+
+def test_other_tokenizer_is_refused(tiny_set):
+    from modelprint.testing import tiny_model
+
+    other = tiny_model(vocab_size=300)
+    with pytest.raises(FingerprintFileError, match="another tokenizer"):
+        verify(other, tiny_set)
+
+
+def test_holm_adjustment():
+    adjusted = holm_adjust({"a": -10.0, "b": -3.0, "c": -0.1})
+    assert adjusted["a"] == pytest.approx(-10 + math.log10(3))
+    assert adjusted["b"] == pytest.approx(-3 + math.log10(2))
+    assert adjusted["c"] == pytest.approx(max(-0.1, adjusted["b"]))
+
+
+def test_trace_names_the_leaker(tiny, tiny_marked, tiny_set):
+    from modelprint.generate import generate
+
+    other = generate(tiny, strategy="random-word", num_fingerprints=16, key_length=6, seed=99)
+    record = trace(tiny_marked, {"acme": tiny_set, "globex": other})
+    assert record.licensees == ["acme"]
+    assert trace(tiny, {"acme": tiny_set, "globex": other}).licensees == []
+
+
+def test_missing_and_malformed_files(tiny, tmp_path):
+    with pytest.raises(FingerprintFileError, match="does not exist"):
+        verify(tiny, tmp_path / "none.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(FingerprintFileError, match="not valid JSON"):
+        verify(tiny, bad)
+
+
+def test_tampered_file_is_detected(tiny_set, tmp_path):
+    path = tmp_path / "fp.jsonl"
+    tiny_set.save(path)
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["response_ids"] = [1]
+    lines[1] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    from modelprint.fingerprints import load_fingerprints
+
+    with pytest.raises(FingerprintFileError, match="modified"):
+        load_fingerprints(path)
+
+
+def test_cli_exit_codes(tmp_path):
+    missing = subprocess.run([sys.executable, "-m", "modelprint.cli", "verify", "--model", "./nowhere",
+                              "--fingerprints", str(tmp_path / "x.jsonl")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "error:" in missing.stderr and "Traceback" not in missing.stderr
+    both = subprocess.run([sys.executable, "-m", "modelprint.cli", "verify", "--fingerprints", "x"],
+                          capture_output=True, text=True)
+    assert both.returncode == 2 and "exactly one of --model" in both.stderr
