@@ -10,6 +10,7 @@ Requests and responses are never logged (they may be secret keys).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -51,31 +52,81 @@ def encode_text(lm: LoadedModel, prompt: str) -> list[int]:
     return list(lm.tokenizer(prompt, add_special_tokens=not lm.is_chat)["input_ids"])
 
 
+@dataclasses.dataclass
+class _Job:
+    prompt: list[int]
+    max_tokens: int
+    result: Optional[tuple[list[int], str]] = None
+    error: Optional[BaseException] = None
+    done: bool = False
+
+
 class Generator:
-    """Serialises generation on one model (torch modules are not safe to share across request threads)."""
+    """Runs generation on one model for many request threads.
 
-    def __init__(self, lm: LoadedModel) -> None:
+    Torch modules are not safe to share across threads, so one batch runs at a
+    time; greedy requests that arrive while it runs are queued and answered
+    together in the next left-padded batch (as local verification batches keys).
+    """
+
+    def __init__(self, lm: LoadedModel, max_batch: int = 32) -> None:
         self.lm = lm
-        self.lock = threading.Lock()
+        self.max_batch = max_batch
+        self.lock = threading.Lock()  # held while the model runs
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Job] = []
 
-    @torch.inference_mode()
     def generate(self, prompt_ids: list[int], max_tokens: int, temperature: float, top_p: float,
                  seed: Optional[int]) -> tuple[list[int], str]:
-        """New token ids (EOS cut) and the finish reason."""
-        lm, tok = self.lm, self.lm.tokenizer
-        ids = torch.tensor([prompt_ids], dtype=torch.long, device=lm.device)
-        kwargs: dict[str, Any] = {"do_sample": False}
+        """New token ids (EOS cut) and the finish reason ("stop" or "length")."""
         if temperature > 0:
-            kwargs = {"do_sample": True, "temperature": temperature, "top_p": top_p}
-        with self.lock:
-            if seed is not None:
-                torch.manual_seed(seed)
-            out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **kwargs)
-        new = out[0, ids.shape[1]:].cpu().tolist()
-        if tok.eos_token_id is not None and tok.eos_token_id in new:
-            return new[:new.index(tok.eos_token_id)], "stop"
-        return new, "length"
+            with self.lock:
+                if seed is not None:
+                    torch.manual_seed(seed)
+                return self._run([prompt_ids], [max_tokens], do_sample=True, temperature=temperature,
+                                 top_p=top_p)[0]
+        job = _Job(prompt_ids, max_tokens)
+        with self._queue_lock:
+            self._queue.append(job)
+        while not job.done:
+            with self.lock:
+                if job.done:
+                    break
+                with self._queue_lock:
+                    batch = self._queue[:self.max_batch]
+                    del self._queue[:len(batch)]
+                try:
+                    results = self._run([j.prompt for j in batch], [j.max_tokens for j in batch], do_sample=False)
+                    for j, r in zip(batch, results):
+                        j.result = r
+                except BaseException as exc:  # every waiting request gets the error, not a hang
+                    for j in batch:
+                        j.error = exc
+                for j in batch:
+                    j.done = True
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    @torch.inference_mode()
+    def _run(self, prompts: list[list[int]], limits: list[int], **kwargs: Any) -> list[tuple[list[int], str]]:
+        from modelprint.prompts import pad_left
+
+        lm, tok = self.lm, self.lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        ids, mask = pad_left(prompts, pad)
+        out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                max_new_tokens=max(limits), pad_token_id=pad, eos_token_id=tok.eos_token_id,
+                                **kwargs)
+        results = []
+        for row, limit in zip(out[:, ids.shape[1]:].cpu().tolist(), limits):
+            row = row[:limit]
+            if tok.eos_token_id is not None and tok.eos_token_id in row:
+                results.append((row[:row.index(tok.eos_token_id)], "stop"))
+            else:
+                results.append((row, "length"))
+        return results
 
 
 def _params(body: dict[str, Any]) -> tuple[int, float, float, Optional[int]]:
@@ -142,7 +193,7 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None):
             raise ValueError("request body must be a JSON object")
         if body.get("stream"):
             raise ValueError("streaming is not supported")
-        if int(body.get("n", 1) or 1) != 1:
+        if body.get("n") not in (None, 1):
             raise ValueError("only n=1 is supported")
         return body
 
