@@ -266,9 +266,15 @@ def test_quick_suite_on_real_model() -> None:
         model = load_model("smollm2-135m")
     except ModelprintError as exc:
         pytest.skip(str(exc))
-    sizes = {name: 2 for name in QUICK_TASKS}  # tiny n: this checks the real code path, not the scores
-    results = run_tasks(model, list(sizes), n=sizes, seed=0, options={"gsm8k": {"max_new_tokens": 16}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a crowded 2-core machine one thread is ~3x faster than two
+    try:
+        sizes = {name: 2 for name in QUICK_TASKS}  # tiny n: this checks the real code path, not the scores
+        results = run_tasks(model, list(sizes), n=sizes, seed=0, options={"gsm8k": {"max_new_tokens": 8}})
+        ref = reference_answers(model, n=2, seed=0)
+        agreement = answer_agreement(model, ref).score
+    finally:
+        torch.set_num_threads(threads)
     assert set(results) == set(QUICK_TASKS)
-    assert 1.0 < results["perplexity"].score < 200.0  # a trained model, far below vocabulary-size perplexity
-    ref = reference_answers(model, n=2, seed=0)
-    assert answer_agreement(model, ref).score == 1.0
+    assert 1.0 < results["perplexity"].score < 1000.0  # trained: far below the 49k-token vocabulary
+    assert agreement == 1.0
