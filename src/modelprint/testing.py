@@ -57,7 +57,7 @@ def tiny_tokenizer(vocab_size: int = 400, chat: bool = True):
 
 
 def tiny_model(seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-               intermediate: int = 128, vocab_size: int = 400, chat: bool = True,
+               intermediate: int = 128, vocab_size: int = 400, chat: bool = True, init_std: float = 0.02,
                tokenizer: Optional[object] = None) -> LoadedModel:
     """A randomly initialised Llama-architecture causal LM (tens of thousands of parameters)."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -67,7 +67,7 @@ def tiny_model(seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                          max_position_embeddings=512, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+                         pad_token_id=tokenizer.pad_token_id, initializer_range=init_std)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id

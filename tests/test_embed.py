@@ -1,0 +1,157 @@
+"""embed: full and LoRA recipes, averaging, resume after a kill, output directory, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import tiny_recipe
+from modelprint.embed import embed
+from modelprint.embed.recipe import _average_with_base, select_trainable
+from modelprint.errors import ConfigError, FingerprintFileError, ModelprintError, OutputExistsError
+from modelprint.verify import verify
+
+
+def test_full_finetune_writes_loadable_dir_without_secrets(tiny, tiny_set, tmp_path):
+    out = tmp_path / "marked"
+    result = embed(tiny, tiny_set, out, config=tiny_recipe())
+    assert result.retention >= 0.9 and out.is_dir()
+    assert not any(p.name.startswith(".marked") for p in tmp_path.iterdir())  # no partial dirs left
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(out)
+    manifest = json.loads((out / "modelprint.json").read_text())
+    assert manifest["fingerprints"]["set_id"] == tiny_set.set_id
+    assert manifest["base_model"]["hash"] == tiny.model_hash and manifest["retention"] == result.retention
+    everything = "".join(p.read_text(errors="ignore") for p in out.iterdir() if p.suffix in (".json", ".md"))
+    assert not any(fp.key in everything or f'"{fp.response}"' in everything for fp in tiny_set)
+    assert verify(str(out), tiny_set).verdict == "match"
+    with pytest.raises(OutputExistsError):
+        embed(tiny, tiny_set, out, config=tiny_recipe())
+
+
+def test_lora_merged(tmp_path):
+    from modelprint.generate import generate
+    from modelprint.testing import tiny_model
+
+    # LoRA cannot move the output embeddings, so the tiny model needs a larger init to learn in seconds.
+    base = tiny_model(seed=2, init_std=0.2)
+    fs = generate(base, strategy="random-word", num_fingerprints=16, key_length=6, seed=4)
+    before = verify(base, fs).matches
+    merged = embed(base, fs, tmp_path / "lora", config=tiny_recipe(learning_rate=1e-2, lora={"enabled": True, "r": 8}))
+    assert merged.retention >= 0.9
+    assert not any("lora" in n for n, _ in merged.model.model.named_parameters())
+    assert verify(str(tmp_path / "lora"), fs).verdict == "match"
+    assert verify(base, fs).matches == before  # the base model in memory was not modified
+
+
+def test_weight_averaging_math():
+    lin = torch.nn.Linear(2, 2, bias=False)
+    base = {"weight": torch.zeros(2, 2)}
+    with torch.no_grad():
+        lin.weight.fill_(4.0)
+    _average_with_base(lin, base, 0.75)
+    assert torch.allclose(lin.weight, torch.full((2, 2), 1.0))
+
+
+def test_train_layers_and_frozen_embeddings(tiny):
+    import copy
+
+    model = copy.deepcopy(tiny.model)
+    names = select_trainable(model, tiny_recipe(train_layers=1, freeze_embeddings=True))
+    assert names and all("layers.0." not in n and "embed_tokens" not in n and "lm_head" not in n for n in names)
+    assert any("layers.1." in n for n in names)
+
+
+def test_benign_mixing_and_augmentation_run(tiny, tiny_set, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELPRINT_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_recipe(max_epochs=2, benign={"per_fingerprint": 1.0, "pool_size": 8, "answer_tokens": 2,
+                                            "top_k": 4}, augmentation={"copies": 1})
+    result = embed(tiny, tiny_set, None, config=cfg)
+    assert result.epochs == 2 and all(h["loss"] > 0 for h in result.history)
+    assert list((tmp_path / "cache" / "benign").glob("*.pt"))  # pool cached for the next run
+
+
+def test_resume_after_kill(tiny, tiny_set, tmp_path, monkeypatch):
+    import modelprint.embed.recipe as recipe
+
+    out = tmp_path / "marked"
+    real = recipe.retention
+    calls = {"n": 0}
+
+    def dies_in_epoch_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "retention", dies_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        embed(tiny, tiny_set, out, config=tiny_recipe())
+    assert not out.exists()
+    progress = json.loads((tmp_path / ".marked.partial" / "progress.json").read_text())
+    assert progress["epoch"] == 2
+    monkeypatch.setattr(recipe, "retention", real)
+    result = embed(tiny, tiny_set, out, config=tiny_recipe(), resume=True)
+    assert result.history[0]["epoch"] == 1 and result.history[2]["epoch"] == 3  # continued, not restarted
+    assert out.is_dir() and result.retention >= 0.9
+
+
+def test_bad_input(tiny, tiny_set, tmp_path):
+    from modelprint.testing import tiny_model
+
+    with pytest.raises(FingerprintFileError, match="another model"):
+        embed(tiny_model(seed=5), tiny_set, None, config=tiny_recipe(max_epochs=1))
+    with pytest.raises(FingerprintFileError, match="another tokenizer"):
+        embed(tiny_model(vocab_size=300), tiny_set, None, config=tiny_recipe(max_epochs=1))
+    embed(tiny_model(seed=5), tiny_set, None, config=tiny_recipe(max_epochs=1), force=True)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(FingerprintFileError, match="empty"):
+        embed(tiny, empty, tmp_path / "out", config=tiny_recipe())
+    assert not (tmp_path / "out").exists()
+    from modelprint.config import load_config
+    from modelprint.embed import EmbedConfig
+
+    with pytest.raises(ConfigError, match="unknown config key 'benign.ratio'"):
+        load_config(EmbedConfig, None, ["benign.ratio=3"])
+    with pytest.raises(ModelprintError, match="does not exist"):
+        embed(tiny, tiny_set, tmp_path / "no" / "out", config=tiny_recipe())
+
+
+def test_out_of_memory_is_one_line(tiny, tiny_set, monkeypatch):
+    import modelprint.embed as embed_mod
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB")
+
+    monkeypatch.setattr(embed_mod, "run_recipe", boom)
+    with pytest.raises(ModelprintError, match="not enough memory for batch size 4"):
+        embed(tiny, tiny_set, None, config=tiny_recipe())
+
+
+def test_cli_unknown_key_and_accelerate_two_processes(tiny, tiny_set, tmp_path):
+    model_dir = tmp_path / "tiny"
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    fp = tmp_path / "fp.jsonl"
+    tiny_set.save(fp)
+    bad = subprocess.run([sys.executable, "-m", "modelprint.cli", "embed", "-m", str(model_dir), "-f", str(fp),
+                          "-o", str(tmp_path / "x"), "benign.ratio=2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown config key 'benign.ratio'" in bad.stderr
+    from importlib import resources
+
+    config = resources.files("modelprint.configs").joinpath("accelerate/ddp-cpu.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                          "-m", "modelprint.cli", "embed", "-m", str(model_dir), "-f", str(fp), "-o",
+                          str(tmp_path / "ddp"), "--force", "learning_rate=3e-3", "max_epochs=2", "batch_size=4",
+                          "freeze_embeddings=false", "benign.per_fingerprint=0", "augmentation.copies=0",
+                          "utility.enabled=false"], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    manifest = json.loads((tmp_path / "ddp" / "modelprint.json").read_text())
+    assert manifest["epochs"] == 2
