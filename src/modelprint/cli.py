@@ -28,6 +28,7 @@ STAGE_MODULES = [
     "modelprint.generate.cli",
     "modelprint.embed.cli",
     "modelprint.verify.cli",
+    "modelprint.demo",
     "modelprint.merge.cli",
     "modelprint.serve_cli",
 ]

@@ -1,0 +1,82 @@
+"""``modelprint demo``: the main job end to end on the embedded model — generate → embed → verify.
+
+Prints what it did at each stage; everything it writes lands in ``--out``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from modelprint.errors import OutputExistsError
+from modelprint.log import console
+from modelprint.models import DEFAULT_MODEL
+
+
+def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, overwrite: bool = False,
+             seed: int = 0) -> dict:
+    from modelprint.embed import EmbedConfig, embed
+    from modelprint.generate import generate
+    from modelprint.io import write_json_atomic
+    from modelprint.models import load_model
+    from modelprint.verify import verify
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"demo output '{out}' already exists (pass --overwrite to replace it)")
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    console.rule("[bold]1/3 generate")
+    base = load_model(model)
+    fp_file = out / "fingerprints.jsonl"
+    fs = generate(base, fp_file, overwrite=True, num_fingerprints=num_fingerprints, seed=seed)
+    timings["generate"] = time.perf_counter() - t0
+    console.print(f"{len(fs)} Perinucleus fingerprints from {base.source} → {fp_file} (0600, secret)")
+
+    console.rule("[bold]2/3 embed")
+    t1 = time.perf_counter()
+    marked_dir = out / "fingerprinted-model"
+    result = embed(base, fs, marked_dir, config=EmbedConfig(seed=seed), overwrite=True)
+    timings["embed"] = time.perf_counter() - t1
+    console.print(f"retention {result.retention:.1%} after {result.epochs} epochs → {marked_dir}")
+
+    console.rule("[bold]3/3 verify")
+    t2 = time.perf_counter()
+    records = {"fingerprinted": verify(str(marked_dir), fs), "base": verify(base, fs)}
+    timings["verify"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - t0
+
+    table = Table(title="modelprint demo")
+    for col in ("suspect", "keys asked", "matched", "p-value", "verdict"):
+        table.add_column(col)
+    for name, r in records.items():
+        table.add_row(name, f"{r.n_asked}/{r.n_planned}", str(r.matches), f"1e{r.log10_p_value:.1f}", r.verdict)
+    console.print(table)
+    if result.utility:
+        rel = result.utility["relative"]
+        console.print(f"utility: perplexity {result.utility['base']['perplexity']:.2f} → "
+                      f"{result.utility['fingerprinted']['perplexity']:.2f} ({rel['perplexity_change']:+.1%}), "
+                      f"answer agreement with the base model {rel['answer_agreement']:.1%}")
+    console.print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    summary = {"retention": result.retention, "epochs": result.epochs, "utility": result.utility,
+               "verify": {k: r.to_json() for k, r in records.items()}, "seconds": timings}
+    write_json_atomic(out / "demo.json", summary)
+    return summary
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo_cmd(
+        out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Directory for everything the demo writes."),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
+        num_fingerprints: int = typer.Option(64, "--num-fingerprints", "-n"),
+        seed: int = typer.Option(0, "--seed"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing demo directory."),
+    ) -> None:
+        """Run generate → embed → verify on the embedded SmolLM2-135M and print what happened."""
+        summary = run_demo(out, model, num_fingerprints, overwrite, seed)
+        ok = summary["verify"]["fingerprinted"]["verdict"] == "match" and summary["verify"]["base"]["verdict"] != "match"
+        raise typer.Exit(0 if ok else 1)
