@@ -37,22 +37,14 @@ def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optiona
 
 
 def _load_set(source: str):
-    """A fingerprint file, or the name of a set in the registry."""
+    """A fingerprint file, or the name of a set in the registry: returns (set, registry name or None)."""
     from modelprint.fingerprints import load_fingerprints
 
-    if Path(source).exists() or not _registry_available():
-        return load_fingerprints(Path(source))
+    if Path(source).exists() or source.endswith((".jsonl", ".json")):
+        return load_fingerprints(Path(source)), None
     from modelprint.registry import resolve_set
 
-    return resolve_set(source)
-
-
-def _registry_available() -> bool:
-    try:
-        import modelprint.registry  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(modelprint.registry, "resolve_set")
+    return resolve_set(source), source
 
 
 def register(app: typer.Typer) -> None:
@@ -78,9 +70,23 @@ def register(app: typer.Typer) -> None:
         from modelprint.verify import verify
 
         backend = _backend(model, endpoint, api_key_env, served_model, api, batch_size)
-        sets = [_load_set(f) for f in fingerprints]
-        records = [verify(backend, fs, max_queries=max_queries, alpha=alpha, match=match, seed=seed,
-                          batch_size=batch_size) for fs in sets]
+        records = []
+        for source in fingerprints:
+            fs, registry_name = _load_set(source)
+            prefer = None
+            if registry_name is not None:  # spend keys no earlier verification has revealed, first
+                from modelprint.registry import choose_keys
+
+                prefer = choose_keys(registry_name, len(fs), seed=seed)
+            record = verify(backend, fs, max_queries=max_queries, alpha=alpha, match=match, seed=seed,
+                            batch_size=batch_size, prefer=prefer)
+            if registry_name is not None:
+                from modelprint.registry import record_verification
+
+                record_verification(registry_name, target=record.target, backend=record.backend,
+                                    keys=record.keys_spent, matches=record.matches, verdict=record.verdict,
+                                    p_value=record.p_value, n_asked=record.n_asked)
+            records.append(record)
         table = Table(title=f"verify {backend.description}")
         for col in ("set", "asked", "matched", "p-value", "verdict"):
             table.add_column(col, justify="right" if col in ("asked", "matched", "p-value") else "left")
@@ -121,7 +127,7 @@ def register(app: typer.Typer) -> None:
             if "=" not in item:
                 raise ConfigError(f"--licensee '{item}' is not of the form NAME=FINGERPRINT_FILE")
             name, source = item.split("=", 1)
-            sets[name] = _load_set(source)
+            sets[name] = _load_set(source)[0]
         backend = _backend(model, endpoint, api_key_env, served_model, api, 64)
         record = trace(backend, sets, alpha=alpha, max_queries=max_queries, match=match, seed=seed)
         table = Table(title="trace")

@@ -60,11 +60,15 @@ def as_fingerprint_set(source: Union[str, Path, FingerprintSet]) -> FingerprintS
 
 def plan_keys(fs: FingerprintSet, max_queries: Optional[int], seed: int,
               prefer: Optional[Sequence[int]] = None) -> list[int]:
-    """A seeded random order of key indices, limited to the query budget (``prefer``: these first)."""
-    order = [int(i) for i in np.random.default_rng([seed, 0x5E7]).permutation(len(fs))]
+    """A seeded random order of key indices, limited to the query budget.
+
+    ``prefer`` (e.g. the registry's least-spent-first order) is asked first, in its own order.
+    """
+    order = [fs.fingerprints[int(i)].index for i in np.random.default_rng([seed, 0x5E7]).permutation(len(fs))]
     if prefer is not None:
-        preferred = set(prefer)
-        order = [i for i in order if i in preferred] + [i for i in order if i not in preferred]
+        valid = set(order)
+        first = list(dict.fromkeys(int(i) for i in prefer if int(i) in valid))
+        order = first + [i for i in order if i not in set(first)]
     return order[:max_queries] if max_queries else order
 
 
