@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=1024)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--calib-seqs", type=int, default=64)
+    ap.add_argument("--ridge", type=float, default=1e-2, help="PLeaS ridge (relative)")
     ap.add_argument("--partial", type=float, default=0.5, help="match_fraction for partial PLeaS")
     ap.add_argument("--train-docs", type=int, default=300)
     ap.add_argument("--quick", action="store_true", help="fewer docs, for a smoke run")
@@ -107,12 +108,20 @@ def main() -> None:
     print(f"corpus: {train_data.numel()} training tokens, {held.numel()} held-out tokens, vocab {len(tok)}")
 
     parents: list[LoadedModel] = []
+    cache = Path(tempfile.gettempdir()) / "modelprint-merge-bench" / "-".join(
+        str(v) for v in (args.steps, args.hidden, args.layers, args.intermediate, args.vocab, args.seq_len, n_train))
     for seed in (1, 2):
         m = tiny_model(seed=seed, hidden=args.hidden, layers=args.layers, heads=4, kv_heads=2,
                        intermediate=args.intermediate, tokenizer=tok)
-        t = time.time()
-        train(m.model, train_data, args.steps, 16, 3e-3, seed)
-        print(f"trained parent seed={seed} in {time.time() - t:.0f} s")
+        saved = cache / f"seed-{seed}.pt"
+        if saved.is_file():  # reruns (e.g. trying merge parameters) skip training
+            m.model.load_state_dict(torch.load(saved))
+        else:
+            t = time.time()
+            train(m.model, train_data, args.steps, 16, 3e-3, seed)
+            print(f"trained parent seed={seed} in {time.time() - t:.0f} s", flush=True)
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(m.model.state_dict(), saved)
         m.source = f"seed-{seed}"
         parents.append(m)
 
@@ -120,7 +129,7 @@ def main() -> None:
     calib = work / "calibration.txt"
     calib.write_text("\n".join(calib_docs) + "\n")  # unseen by training, disjoint from held-out
     pleas = {"calibration_file": str(calib), "num_sequences": args.calib_seqs, "seq_len": args.seq_len,
-             "batch_size": 16}
+             "batch_size": 16, "ridge": args.ridge}
     variants = {
         "naive average (linear)": ("linear", {}),
         "permute + average": ("pleas", {**pleas, "least_squares": False}),
@@ -133,12 +142,13 @@ def main() -> None:
     rows = [(f"parent A (seed 1)", loss_of(logps[0], held), "", parents[0].model.num_parameters()),
             (f"parent B (seed 2)", loss_of(logps[1], held), "", parents[1].model.num_parameters())]
     results = {}
-    for name, (method, params) in variants.items():
+    for i, (name, (method, params)) in enumerate(variants.items()):
         t = time.time()
-        out = merge({"method": method, "models": parents, "parameters": params, "device": "cpu"}, work / name.split()[0])
+        out = merge({"method": method, "models": parents, "parameters": params, "device": "cpu"}, work / f"merge-{i}")
         merged = AutoModelForCausalLM.from_pretrained(out).eval()
         results[name] = loss_of(log_probs(merged, held), held)
         rows.append((name, results[name], f"{time.time() - t:.1f} s", merged.num_parameters()))
+        print(f"{name}: held-out loss {results[name]:.4f} ({rows[-1][2]})", flush=True)
     ens = loss_of(torch.logsumexp(torch.stack(logps), 0) - math.log(2), held)
     rows.append(("output ensemble", ens, "", 2 * parents[0].model.num_parameters()))
 
