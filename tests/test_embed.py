@@ -155,3 +155,15 @@ def test_cli_unknown_key_and_accelerate_two_processes(tiny, tiny_set, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     manifest = json.loads((tmp_path / "ddp" / "modelprint.json").read_text())
     assert manifest["epochs"] == 2
+
+
+def test_batched_teacher_matches_one_at_a_time(tiny):
+    from modelprint.embed.benign import teacher_topk
+
+    pairs = [([1, 5, 6, 7, 8], [9, 10, 11]), ([1, 5, 6], [12, 13])]
+    for (prompt, target), (ids, logp) in zip(pairs, teacher_topk(tiny, pairs, 4)):
+        with torch.no_grad():
+            logits = tiny.model(input_ids=torch.tensor([prompt + target])).logits[0, len(prompt) - 1:-1]
+        top = torch.topk(torch.log_softmax(logits, -1), 4, -1)
+        assert torch.equal(top.indices, ids)
+        assert torch.allclose(top.values - torch.logsumexp(top.values, -1, keepdim=True), logp, atol=1e-5)

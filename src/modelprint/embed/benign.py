@@ -48,12 +48,22 @@ def ordinary_questions(n: int, seed: int) -> list[str]:
 
 
 @torch.inference_mode()
-def _teacher_topk(lm: LoadedModel, prompt: list[int], target: list[int], k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.tensor([prompt + target], device=lm.device)
-    logits = lm.model(input_ids=ids).logits[0, len(prompt) - 1:len(prompt) + len(target) - 1].float()
-    top = torch.topk(torch.log_softmax(logits, -1), k, dim=-1)
-    logp = top.values - torch.logsumexp(top.values, dim=-1, keepdim=True)  # renormalise over the kept support
-    return top.indices.cpu(), logp.cpu()
+def teacher_topk(lm: LoadedModel, pairs: Sequence[tuple[list[int], list[int]]], k: int,
+                 batch_size: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The base model's top-k log-probabilities (renormalised) at each answer position, batched."""
+    from modelprint.embed.data import Example, collate
+
+    out: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for start, chunk in tqdm(list(batches(list(pairs), batch_size)), desc="teacher distributions", leave=False):
+        batch = collate([Example(p, t) for p, t in chunk], lm.tokenizer.pad_token_id)
+        logits = lm.model(input_ids=batch["input_ids"].to(lm.device),
+                          attention_mask=batch["attention_mask"].to(lm.device)).logits.float()
+        for row, (prompt, target) in enumerate(chunk):
+            at = logits[row, len(prompt) - 1:len(prompt) + len(target) - 1]
+            top = torch.topk(torch.log_softmax(at, -1), k, dim=-1)
+            logp = top.values - torch.logsumexp(top.values, dim=-1, keepdim=True)  # renormalise over the support
+            out.append((top.indices.cpu(), logp.cpu()))
+    return out
 
 
 def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt: Optional[str],
@@ -87,11 +97,10 @@ def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt
     answers: list[list[int]] = []
     for _, chunk in batches(rendered, batch_size):
         answers += continue_greedy(base, chunk, settings.answer_tokens)
-    examples = []
-    for prompt, answer in tqdm(list(zip(rendered, answers)), desc="teacher distributions", leave=False):
-        answer = answer or [base.tokenizer.eos_token_id]
-        ids, logp = _teacher_topk(base, prompt, answer, settings.top_k)
-        examples.append(Example(prompt, answer, benign=True, teacher_ids=ids, teacher_logp=logp))
+    answers = [a or [base.tokenizer.eos_token_id] for a in answers]
+    teachers = teacher_topk(base, list(zip(rendered, answers)), settings.top_k)
+    examples = [Example(p, a, benign=True, teacher_ids=ids, teacher_logp=logp)
+                for p, a, (ids, logp) in zip(rendered, answers, teachers)]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save([e.__dict__ for e in examples], tmp)
