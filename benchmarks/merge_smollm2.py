@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from modelprint.log import setup_logging
 from modelprint.merge import merge
 from modelprint.merge.calibration import DEFAULT_CALIBRATION
 from modelprint.models import LoadedModel, load_model
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--calib-seqs", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
     args = ap.parse_args()
+    setup_logging(0)
     torch.set_num_threads(1)  # shared 2-core machines: one thread avoids spin contention
 
     t = time.time()

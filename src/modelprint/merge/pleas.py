@@ -113,6 +113,12 @@ class MlpLayout:
         return total
 
 
+def _fixed(perm) -> float:
+    """Fraction of units a permutation (or list of them) leaves in place: ~1 for same-base models."""
+    perms = perm if isinstance(perm, list) else [perm]
+    return sum(int((p == torch.arange(len(p))).sum()) for p in perms) / sum(len(p) for p in perms)
+
+
 # --------------------------------------------------------------------------- the method
 GROUPS = (  # fitted in this order, each fed the merged model's activations after the previous fits
     ("attn_in", ("q", "k", "v")),
@@ -153,6 +159,8 @@ class Pleas(MergeMethod):
         for i in tqdm(range(1, len(states)), desc="pleas: aligning", disable=None):
             aligns.append(align(states[0], states[i], s, batches, cs_of) if p.align else Alignment.identity(s))
             states[i] = permute(states[i], s, aligns[i])
+            log.info("pleas: model %d aligned; unmoved units: residual %.0f%%, MLP %.0f%%, heads %.0f%%", i,
+                     *(100 * _fixed(p) for p in (aligns[i].residual, aligns[i].mlp, aligns[i].heads)))
         layouts = [MlpLayout.build(aligns, i, weights, p.match_fraction) for i in range(s.layers)]
 
         merged = self._average(states, weights, layouts, s)
