@@ -49,20 +49,23 @@ def plot_leaderboard(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    pts = leaderboard_points(data)
+    right = max([1.1] + [p["utility"] + 0.05 for p in pts])
     fig, ax = plt.subplots(figsize=(8, 6))
-    ax.axvspan(ACCEPT, 1.1, ymin=(ACCEPT + 0.05) / 1.1, ymax=1.0, color="tab:green", alpha=0.12,
+    ax.axvspan(ACCEPT, right, ymin=(ACCEPT + 0.05) / 1.1, ymax=1.0, color="tab:green", alpha=0.12,
                label=f"fingerprint holds (rate ≥ {ACCEPT:.0%}, utility ≥ {ACCEPT:.0%})")
-    for p in leaderboard_points(data):
+    for p in pts:
         color = "tab:green" if p["verdict"] == "match" else "tab:red"
         marker = {"attack": "^", "stress": "o", "baseline": "*"}.get(p["kind"], "o")
         ax.scatter([p["utility"]], [p["rate"]], s=90 if p["kind"] == "baseline" else 50, marker=marker,
                    facecolors=color if p["measured"] else "none", edgecolors=color)
         ax.annotate(p["label"], (p["utility"], p["rate"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set_xlim(0.0, 1.1)
+    ax.set_xlim(0.0, right)
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("normalized utility (mean over tasks; hollow = not measured, drawn at 1.0)")
     ax.set_ylabel("per-key verification rate (1 − ASR)")
-    ax.set_title(f"modelprint stress ({data['suite']}): ▲ attack, ● stress; green = verdict match at α={data['alpha']:g}")
+    suite = data["suite"] if len(data["suite"]) <= 24 else data["suite"][:21] + "…"
+    ax.set_title(f"modelprint stress ({suite}): ▲ attack, ● stress; green = verdict match at α={data['alpha']:g}")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
