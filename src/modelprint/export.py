@@ -79,7 +79,7 @@ def _tokenizer_pre(tokenizer_json: dict[str, Any]) -> str:
     """llama.cpp's pre-tokenizer name for the two byte-level layouts we know (plain GPT-2, SmolLM's digit split)."""
     pre = tokenizer_json.get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's name for the GPT-2 regex
     if pre.get("type") == "Sequence":
         kinds = [(p.get("type"), p.get("individual_digits")) for p in pre.get("pretokenizers", [])]
         if kinds and kinds[0] == ("Digits", True) and any(k == "ByteLevel" for k, _ in kinds[1:]):
