@@ -160,7 +160,7 @@ class Pleas(MergeMethod):
             aligns.append(align(states[0], states[i], s, batches, cs_of) if p.align else Alignment.identity(s))
             states[i] = permute(states[i], s, aligns[i])
             log.info("pleas: model %d aligned; unmoved units: residual %.0f%%, MLP %.0f%%, heads %.0f%%", i,
-                     *(100 * _fixed(p) for p in (aligns[i].residual, aligns[i].mlp, aligns[i].heads)))
+                     *(100 * _fixed(perm) for perm in (aligns[i].residual, aligns[i].mlp, aligns[i].heads)))
         layouts = [MlpLayout.build(aligns, i, weights, p.match_fraction) for i in range(s.layers)]
 
         merged = self._average(states, weights, layouts, s)
