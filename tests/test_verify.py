@@ -134,3 +134,12 @@ def test_cli_exit_codes(tmp_path):
     both = subprocess.run([sys.executable, "-m", "modelprint.cli", "verify", "--fingerprints", "x"],
                           capture_output=True, text=True)
     assert both.returncode == 2 and "exactly one of --model" in both.stderr
+
+
+@pytest.mark.slow
+def test_real_base_model_does_not_match_its_own_perinucleus_set(real_model):
+    from modelprint.generate import generate
+
+    fs = generate(real_model, num_fingerprints=32, seed=5)
+    record = verify(real_model, fs, sequential=False)
+    assert record.verdict == "no match" and record.matches <= 2  # responses lie outside the nucleus by design
