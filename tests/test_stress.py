@@ -63,6 +63,9 @@ def test_weight_stresses_transform_copies(tiny_marked, tiny_set, ctx):
     q = run(ctx, "quantize-int8")
     assert any("Quantized" in type(m).__name__ or "quantized" in type(m).__module__ for m in q.model.model.modules())
     assert rate(q, tiny_set) >= 0.75
+    wq = run(ctx, "quantize-int8", scheme="weight").model.model.model.layers[0].mlp.up_proj.weight
+    scale = wq.abs().amax(dim=1, keepdim=True) / 127
+    assert torch.allclose(wq / scale, (wq / scale).round(), atol=1e-3)  # 255 levels per output channel
     bf = run(ctx, "dtype-roundtrip")
     w = bf.model.model.model.layers[0].mlp.up_proj.weight
     assert torch.equal(w, w.to(torch.bfloat16).float()) and not torch.equal(w, tiny_marked.model.model.layers[0].mlp.up_proj.weight)

@@ -115,7 +115,7 @@ def render_html(data: dict[str, Any]) -> str:
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
              ".failed{background:#fdd}.win{background:#ffe9c4}</style></head><body>",
-             f"<h1>modelprint stress report — suite {e(data['suite'])}</h1>",
+             f"<h1>modelprint stress report — suite {e(data['suite'][:80])}</h1>",
              f"<p>model {e(str(data['model']))} ({e(data['model_hash'][:19])}…), base {e(str(data['base']))}, "
              f"set {e(data['set_id'][:19])}… ({data['n_fingerprints']} fingerprints), α = {data['alpha']:g}, "
              f"match {e(data['match_mode'])}, {data['seconds']:.0f} s.</p>",

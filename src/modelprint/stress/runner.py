@@ -34,8 +34,9 @@ AGREEMENT = "answer-agreement"
 GENERATIVE_TASKS = frozenset({"nq-open", "truthfulqa", "gsm8k", AGREEMENT})
 SCOPE_TEXT = {
     "weights": "all tasks re-run on the transformed weights",
-    "decoding": "generative tasks and answer agreement re-run through the changed decoding; log-likelihood "
-                "tasks are unaffected by decoding changes and repeat the baseline",
+    "decoding": "generative tasks and answer agreement re-run through the changed decoding (the utility mean "
+                "is over these only); log-likelihood tasks are unaffected by decoding changes and repeat the "
+                "baseline",
     "rendering": "only how queries are rendered changes; utility not measured",
 }
 
@@ -112,7 +113,7 @@ def _utility(stressed: Stressed, baseline: dict[str, TaskResult], sizes: dict[st
         ratio, lo, hi = _normalized(res, base_res)
         rows[task] = {"metric": res.metric, "score": res.score, "ci": [res.ci_low, res.ci_high], "n": res.n,
                       "normalized": ratio, "normalized_ci": [lo, hi], "source": source}
-        if not math.isnan(ratio):
+        if not math.isnan(ratio) and source == "measured":
             ratios.append(ratio), lows.append(lo), highs.append(hi)
     mean = {"mean": sum(ratios) / len(ratios) if ratios else float("nan"),
             "ci_low": sum(lows) / len(lows) if lows else float("nan"),
@@ -137,6 +138,8 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
         spec = dataclasses.replace(spec, tasks=dict(tasks))
     out_path = Path(out) if out is not None else None
     if out_path is not None:
+        if out_path.exists() and not out_path.is_dir():
+            raise OutputExistsError(f"report path '{out_path}' exists and is not a directory")
         if out_path.exists() and any(out_path.iterdir()) and not overwrite:
             raise OutputExistsError(f"report directory '{out_path}' exists (pass --overwrite to replace it)")
         if not out_path.parent.exists():

@@ -35,6 +35,7 @@ FULL_TASKS = {"perplexity": 64, "mmlu": 32, "openbookqa": 32, "commonsenseqa": 3
               "truthfulqa": 32, "gsm8k": 8, "answer-agreement": 48}
 
 QUICK = SuiteSpec("quick", (
+    Entry("quantize-int8", {"scheme": "weight"}),
     Entry("quantize-int8"),
     Entry("dtype-roundtrip", {"dtype": "bfloat16"}),
     Entry("prune", {"sparsity": 0.3}),
@@ -48,7 +49,9 @@ QUICK = SuiteSpec("quick", (
 ), QUICK_TASKS, "a handful of cheap stresses and attacks, small task samples (≤ 30 min, 135M, 2 CPU cores)")
 
 FULL = SuiteSpec("full", (
+    Entry("quantize-int8", {"scheme": "weight"}),
     Entry("quantize-int8"),
+    Entry("quantize-int8", {"skip_head": False}),
     Entry("dtype-roundtrip", {"dtype": "bfloat16"}),
     Entry("dtype-roundtrip", {"dtype": "float16"}),
     *(Entry("prune", {"sparsity": s}) for s in (0.1, 0.3, 0.5)),
@@ -62,7 +65,8 @@ FULL = SuiteSpec("full", (
     Entry("chat-template", {"template": "plain"}),
     *(Entry("paraphrase", {"mode": m}) for m in ("polite", "lower", "punctuation")),
     Entry("suppress-topk"),
-    Entry("detect-topk"),
+    *(Entry("detect-topk", {"gate": g}) for g in (0.5, 0.7, 0.9, 0.99)),
+    Entry("suppress-topk", {"k": 3}),
     Entry("suppress-neighbor"),
     Entry("detect-neighbor"),
     Entry("suppress-lookahead"),

@@ -25,16 +25,31 @@ def served(lm: LoadedModel, model: torch.nn.Module, label: str, **notes) -> Stre
 
 
 @register("quantize-int8")
-def quantize_int8(ctx: StressContext) -> Stressed:
-    """Dynamic int8 quantization of every Linear layer (torch.ao.quantization.quantize_dynamic).
+def quantize_int8(ctx: StressContext, scheme: str = "dynamic", skip_head: bool = True) -> Stressed:
+    """int8 quantization of the Linear layers: ``dynamic`` (torch ``quantize_dynamic``: int8 weights and
+    per-batch int8 activations) or ``weight`` (weight-only, symmetric per output channel, as int8 serving does).
 
-    Source: the standard post-training compression a host applies to cut serving cost.
-    Probes: fingerprints stored in small weight differences that rounding to 8 bits erases.
+    Source: the standard post-training compression a host applies to cut serving cost. Probes: fingerprints
+    stored in small weight differences that rounding to 8 bits erases. ``skip_head`` keeps the (tied) LM head
+    in float, as common int8 recipes do.
     """
-    from torch.ao.quantization import quantize_dynamic
-
     model = copy.deepcopy(ctx.marked.model).float().cpu()
-    return served(ctx.marked, quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), "int8")
+    names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+             and not (skip_head and n.endswith("lm_head"))}
+    if scheme == "dynamic":
+        from torch.ao.quantization import quantize_dynamic
+
+        spec = {n: torch.ao.quantization.default_dynamic_qconfig for n in names}
+        return served(ctx.marked, quantize_dynamic(model, spec, dtype=torch.qint8), "int8-dynamic")
+    if scheme != "weight":
+        raise ModelprintError(f"quantize-int8: scheme must be dynamic or weight, got '{scheme}'")
+    with torch.no_grad():
+        for n, m in model.named_modules():
+            if n in names:
+                w = m.weight
+                scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+                w.copy_((w / scale).round().clamp(-127, 127) * scale)
+    return served(ctx.marked, model, "int8-weight")
 
 
 @register("dtype-roundtrip")
