@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (report.json/html, PNGs)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report directory."),
         alpha: float = typer.Option(1e-6, "--alpha", help="False-positive level of verify's decision."),
+        match: str = typer.Option("exact", "--match", help="exact (whole response) | prefix (first token)."),
         seed: int = typer.Option(0, "--seed", help="Seed for key order, task samples and sampling."),
         record: bool = typer.Option(False, "--record", help="Record the run in the registry."),
         list_: bool = typer.Option(False, "--list", help="List stresses, attacks and suites, then exit."),
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--model and --fingerprints are required")
         start = time.perf_counter()
         report = stress(model, fingerprints, base=base, suite=suite, out=out, overwrite=overwrite, alpha=alpha,
-                        seed=seed)
+                        match=match, seed=seed)
         typer.echo(format_table(report.data))
         if out is not None:
             typer.echo(f"report: {out / 'report.html'} ({time.perf_counter() - start:.0f} s)")
