@@ -218,6 +218,8 @@ def test_bad_input(tiny_marked, tiny_set, monkeypatch):
         stress(tiny_marked, tiny_set, suite="quantize-int8,nope")
     with pytest.raises(ModelprintError, match="unknown evaluation task"):
         stress(tiny_marked, tiny_set, suite="prune", tasks={"nope": 2})
+    with pytest.raises(ModelprintError, match="match mode"):
+        stress(tiny_marked, tiny_set, suite="prune", match="fuzzy")
     other = tiny_model(seed=1, vocab_size=300)
     with pytest.raises(FingerprintFileError, match="tokenizer"):
         stress(other, tiny_set, suite="prune", tasks={"perplexity": 2})

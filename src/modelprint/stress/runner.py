@@ -25,7 +25,7 @@ from modelprint.stress import attacks, stresses  # noqa: F401  (register the plu
 from modelprint.stress.decoding import GenerationBackend
 from modelprint.stress.registry import SCOPE_DECODING, SCOPE_RENDERING, StressContext, Stressed, get_stress
 from modelprint.stress.suites import SuiteSpec, resolve_suite
-from modelprint.verify.core import as_fingerprint_set, verify
+from modelprint.verify.core import MATCH_MODES, as_fingerprint_set, verify
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,10 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
            fast: bool = False) -> StressReport:
     """Run ``suite`` on the fingerprinted ``model``; write ``out/report.json``, ``report.html`` and plots."""
     start = time.perf_counter()
+    if match not in MATCH_MODES:
+        raise ModelprintError(f"unknown match mode '{match}' (known: {', '.join(MATCH_MODES)})")
+    if not 0.0 < alpha < 1.0:
+        raise ModelprintError(f"alpha must be in (0, 1), got {alpha}")
     spec = suite if isinstance(suite, SuiteSpec) else resolve_suite(suite)
     if tasks is not None:
         spec = dataclasses.replace(spec, tasks=dict(tasks))
