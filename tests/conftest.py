@@ -30,10 +30,10 @@ TINY_RECIPE = dict(learning_rate=3e-3, max_epochs=40, batch_size=4, freeze_embed
 
 def tiny_recipe(**changes):
     """A recipe that memorises 16 fingerprints in a tiny model in seconds (no utility machinery)."""
-    from modelprint.config import _merge
+    from modelprint.config import merge_dicts, validate
     from modelprint.embed import EmbedConfig
 
-    return EmbedConfig.model_validate(_merge(TINY_RECIPE, changes))
+    return validate(EmbedConfig, merge_dicts(TINY_RECIPE, changes))
 
 
 @pytest.fixture(scope="session")

@@ -40,10 +40,10 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return result
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge_dicts(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -53,6 +53,14 @@ def _describe(err: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         return f"unknown config key '{where}'"
     return f"invalid config value for '{where}': {first['msg']}"
+
+
+def validate(cls: type[C], data: dict[str, Any]) -> C:
+    """Build a config from a mapping; a validation problem becomes one ConfigError line."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
 
 
 def load_config(cls: type[C], path: Optional[Path] = None, overrides: Iterable[str] = (),
@@ -70,9 +78,6 @@ def load_config(cls: type[C], path: Optional[Path] = None, overrides: Iterable[s
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
         data = loaded
-    data = _merge(data, {k: v for k, v in values.items() if v is not None})
-    data = _merge(data, parse_overrides(overrides))
-    try:
-        return cls.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_describe(err)) from None
+    data = merge_dicts(data, {k: v for k, v in values.items() if v is not None})
+    data = merge_dicts(data, parse_overrides(overrides))
+    return validate(cls, data)

@@ -7,8 +7,7 @@ from typing import Optional, Union
 
 from pydantic import Field
 
-from modelprint.config import StrictConfig
-from modelprint.errors import ConfigError
+from modelprint.config import StrictConfig, validate
 from modelprint.fingerprints import Fingerprint, FingerprintSet
 from modelprint.generate.registry import STRATEGIES, Choice, Strategy, get_strategy, register_strategy
 from modelprint.io import check_output_path
@@ -41,12 +40,7 @@ def generate(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, out: Optional
     ``options`` are GenerateConfig fields (``strategy``, ``num_fingerprints``, …).
     """
     if config is None:
-        try:
-            config = GenerateConfig(**options)
-        except Exception as exc:  # pydantic ValidationError → one line
-            from modelprint.config import _describe
-
-            raise ConfigError(_describe(exc)) from None
+        config = validate(GenerateConfig, options)
     strategy = get_strategy(config.strategy)
     if out is not None:
         check_output_path(Path(out), overwrite)
