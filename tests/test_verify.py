@@ -71,6 +71,16 @@ def test_budget_limits_keys(tiny_marked, tiny_set):
     assert record.verdict == "match"
 
 
+def test_budget_too_small_to_decide_is_an_error(tiny):
+    from modelprint.generate import generate
+
+    fs = generate(tiny, num_fingerprints=20, key_length=16)  # Perinucleus: 1/3 per key
+    with pytest.raises(ConfigError, match="5 keys cannot reach alpha=1e-06.*raise --max-queries"):
+        verify(tiny, fs, max_queries=5)
+    with pytest.raises(ConfigError, match="larger fingerprint set"):
+        verify(tiny, fs.subset(range(8)))
+
+
 def test_bad_arguments(tiny, tiny_set):
     with pytest.raises(ConfigError, match="alpha"):
         verify(tiny, tiny_set, alpha=0)

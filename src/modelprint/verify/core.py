@@ -93,6 +93,10 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
     by_index = {fp.index: fp for fp in fs}
     planned = plan_keys(fs, max_queries, seed, prefer)
     p_null = [max(by_index[i].null_prob, NULL_PROB_FLOOR) for i in planned]
+    if log10_tail(p_null, len(p_null)) > math.log10(alpha):
+        need = "raise --max-queries" if max_queries and max_queries < len(fs) else "use a larger fingerprint set"
+        raise ConfigError(f"{len(planned)} keys cannot reach alpha={alpha:g} even if every one matches "
+                          f"(best p-value 1e{log10_tail(p_null, len(p_null)):.1f}); {need}")
     asked: list[int] = []
     matched: list[int] = []
     verdict: Optional[str] = None
