@@ -51,23 +51,31 @@ def plot_leaderboard(data: dict[str, Any], path: Path) -> None:
 
     pts = leaderboard_points(data)
     right = max([1.1] + [p["utility"] + 0.05 for p in pts])
-    fig, ax = plt.subplots(figsize=(8, 6))
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(12, 6.5), gridspec_kw={"width_ratios": [3, 1.4]})
     ax.axvspan(ACCEPT, right, ymin=(ACCEPT + 0.05) / 1.1, ymax=1.0, color="tab:green", alpha=0.12,
                label=f"fingerprint holds (rate ≥ {ACCEPT:.0%}, utility ≥ {ACCEPT:.0%})")
-    for p in pts:
+    legend_lines = []
+    for i, p in enumerate(pts):
         color = "tab:green" if p["verdict"] == "match" else "tab:red"
         marker = {"attack": "^", "stress": "o", "baseline": "*"}.get(p["kind"], "o")
-        ax.scatter([p["utility"]], [p["rate"]], s=90 if p["kind"] == "baseline" else 50, marker=marker,
-                   facecolors=color if p["measured"] else "none", edgecolors=color)
-        ax.annotate(p["label"], (p["utility"], p["rate"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.scatter([p["utility"]], [p["rate"]], s=110 if p["kind"] == "baseline" else 55, marker=marker,
+                   facecolors=color if p["measured"] else "none", edgecolors=color, zorder=3)
+        ax.annotate(str(i), (p["utility"], p["rate"]), fontsize=8, xytext=(4, 4 + 7 * (i % 3)),
+                    textcoords="offset points")
+        legend_lines.append(f"{i:>2}  {p['label'][:46]}  ({p['rate']:.2f}, "
+                            f"{'n/a' if not p['measured'] else format(p['utility'], '.2f')})")
     ax.set_xlim(0.0, right)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("normalized utility (mean over tasks; hollow = not measured, drawn at 1.0)")
+    ax.set_xlabel("normalized utility (mean over measured tasks; hollow = not measured, drawn at 1.0)")
     ax.set_ylabel("per-key verification rate (1 − ASR)")
     suite = data["suite"] if len(data["suite"]) <= 24 else data["suite"][:21] + "…"
-    ax.set_title(f"modelprint stress ({suite}): ▲ attack, ● stress; green = verdict match at α={data['alpha']:g}")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(f"modelprint stress ({suite}): ▲ attack, ● stress, ★ none; green = match at α={data['alpha']:g}",
+                 fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=8)
     ax.grid(alpha=0.3)
+    side.axis("off")
+    side.text(0.0, 1.0, "#  stress / attack  (rate, utility)\n" + "\n".join(legend_lines), va="top",
+              family="monospace", fontsize=7, transform=side.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -30,7 +30,7 @@ class SuiteSpec:
     description: str = ""
 
 
-QUICK_TASKS = {"perplexity": 32, "piqa": 16, "openbookqa": 16, "nq-open": 16, "answer-agreement": 16}
+QUICK_TASKS = {"perplexity": 64, "piqa": 24, "openbookqa": 24, "nq-open": 24, "answer-agreement": 32}
 FULL_TASKS = {"perplexity": 64, "mmlu": 32, "openbookqa": 32, "commonsenseqa": 32, "piqa": 32, "nq-open": 48,
               "truthfulqa": 32, "gsm8k": 8, "answer-agreement": 48}
 
