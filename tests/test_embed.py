@@ -167,3 +167,14 @@ def test_batched_teacher_matches_one_at_a_time(tiny):
         top = torch.topk(torch.log_softmax(logits, -1), 4, -1)
         assert torch.equal(top.indices, ids)
         assert torch.allclose(top.values - torch.logsumexp(top.values, -1, keepdim=True), logp, atol=1e-5)
+
+
+def test_lora_restricted_to_last_layers(tiny):
+    import copy
+
+    from modelprint.embed.recipe import apply_lora
+
+    model = apply_lora(copy.deepcopy(tiny.model), tiny_recipe(train_layers=1, lora={"enabled": True}))
+    lora_names = [n for n, _ in model.named_parameters() if "lora_" in n]
+    assert lora_names and all(".layers.1." in n for n in lora_names)
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora_names} >= {"q_proj", "down_proj"}

@@ -105,10 +105,14 @@ def apply_lora(model: torch.nn.Module, cfg: EmbedConfig) -> torch.nn.Module:
 
     blocks = _blocks(model)
     layers = None
+    targets = cfg.lora.target_modules
     if cfg.train_layers is not None and blocks is not None:
         layers = list(range(max(0, len(blocks) - cfg.train_layers), len(blocks)))
+        if targets == "all-linear":  # peft needs explicit names to restrict layers: every Linear of a block
+            targets = sorted({name.rsplit(".", 1)[-1] for name, m in blocks[0].named_modules()
+                              if isinstance(m, torch.nn.Linear)})
     lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, layers_to_transform=layers, task_type="CAUSAL_LM")
+                      target_modules=targets, layers_to_transform=layers, task_type="CAUSAL_LM")
     return get_peft_model(model, lcfg)
 
 
