@@ -24,7 +24,7 @@ def real_model():
     return load_model("smollm2-135m")
 
 
-TINY_RECIPE = dict(learning_rate=3e-3, max_epochs=40, batch_size=4, freeze_embeddings=False,
+TINY_RECIPE = dict(learning_rate=3e-3, max_epochs=40, batch_size=4, freeze_embeddings=False, weight_averaging=0.0,
                    benign={"per_fingerprint": 0}, augmentation={"copies": 0}, utility={"enabled": False})
 
 

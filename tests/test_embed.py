@@ -178,3 +178,11 @@ def test_lora_restricted_to_last_layers(tiny):
     lora_names = [n for n, _ in model.named_parameters() if "lora_" in n]
     assert lora_names and all(".layers.1." in n for n in lora_names)
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora_names} >= {"q_proj", "down_proj"}
+
+
+def test_auto_averaging_keeps_the_retention_floor(tiny, tiny_set):
+    result = embed(tiny, tiny_set, None, config=tiny_recipe(weight_averaging=0.9, averaging="auto",
+                                                            retention_floor=0.9))
+    assert result.averaged in [round(0.05 * i, 2) for i in range(0, 19)]
+    assert result.retention >= 0.9
+    assert verify(result.model, tiny_set).matches == round(result.retention * len(tiny_set))

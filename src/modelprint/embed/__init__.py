@@ -32,6 +32,7 @@ class EmbedResult:
     seconds: float
     utility: dict[str, Any]
     history: list[dict[str, float]]
+    averaged: float = 0.0
 
 
 def _check_compatible(fs: FingerprintSet, base: LoadedModel, force: bool) -> None:
@@ -100,10 +101,11 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
     history = [dataclasses.asdict(h) for h in result.history]
     if out_path is not None:
         write_model_dir(tuned, base, fs, cfg, out_path, work, retention=result.retention, epochs=result.epochs,
+                        averaged=result.averaged,
                         utility=utility, history=history, seconds=seconds, overwrite=overwrite,
                         trainable_parameters=result.trainable_parameters)
         tuned = dataclasses.replace(tuned, path=out_path, source=str(out_path))
     shutil.rmtree(work, ignore_errors=True)
     log.info("embedded %d fingerprints in %d epochs (%.0f s): retention %.1f%%", len(fs), result.epochs, seconds,
              100 * result.retention)
-    return EmbedResult(out_path, tuned, result.retention, result.epochs, seconds, utility, history)
+    return EmbedResult(out_path, tuned, result.retention, result.epochs, seconds, utility, history, result.averaged)

@@ -50,16 +50,19 @@ class UtilitySettings(StrictConfig):
 class EmbedConfig(StrictConfig):
     """Every knob of ``modelprint embed``; the defaults are the measured best recipe on SmolLM2-135M."""
 
-    learning_rate: float = Field(1e-4, gt=0.0)
+    learning_rate: float = Field(3e-4, gt=0.0)
     max_epochs: int = Field(12, ge=1)
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
-    train_layers: Optional[int] = Field(None, ge=1, description="train only the last N transformer blocks (None: all)")
+    train_layers: Optional[int] = Field(4, ge=1, description="train only the last N transformer blocks (None: all)")
     freeze_embeddings: bool = True
-    weight_averaging: float = Field(0.0, ge=0.0, lt=1.0, description="λ in θ ← (1−λ)θ + λθ_base")
-    averaging: Literal["epoch", "end"] = "epoch"
+    weight_averaging: float = Field(0.5, ge=0.0, lt=1.0, description="λ in θ ← (1−λ)θ + λθ_base (the largest, for 'auto')")
+    averaging: Literal["epoch", "end", "auto"] = Field(
+        "auto", description="epoch: after every epoch; end: once after training; auto: once after training, the "
+                            "largest λ ≤ weight_averaging (steps of 0.05) that keeps retention ≥ retention_floor")
+    retention_floor: float = Field(0.95, gt=0.0, le=1.0, description="what 'auto' averaging may not go below")
     stop_retention: float = Field(1.0, gt=0.0, le=1.0, description="stop once this share of fingerprints verifies")
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     gradient_checkpointing: bool = False

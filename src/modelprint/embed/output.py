@@ -29,7 +29,7 @@ The fingerprints themselves are not in this directory.
 
 
 def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, cfg: EmbedConfig, out: Path,
-                    work: Path, *, retention: float, epochs: int, utility: dict[str, Any], history: list,
+                    work: Path, *, retention: float, epochs: int, averaged: float, utility: dict[str, Any], history: list,
                     seconds: float, overwrite: bool, trainable_parameters: int) -> None:
     """Save everything into a sibling temp dir, then rename: ``out`` appears only when complete."""
     with atomic_directory(out, overwrite=overwrite) as tmp:
@@ -43,6 +43,7 @@ def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, c
                              "system_prompt": fs.system_prompt},
             "base_model": {"source": base.source, "hash": base.model_hash, "tokenizer_hash": base.tokenizer_hash},
             "model_hash": model_hash, "recipe": cfg.model_dump(), "retention": retention, "epochs": epochs,
+            "averaged_with_base": averaged,
             "trainable_parameters": trainable_parameters, "history": history, "utility": utility,
             "seconds": round(seconds, 1),
         }

@@ -45,6 +45,7 @@ class RecipeResult:
     retention: float
     epochs: int
     trainable_parameters: int
+    averaged: float = 0.0  # the λ applied after training (0: none)
 
 
 def _blocks(model: torch.nn.Module) -> Optional[torch.nn.ModuleList]:
@@ -166,6 +167,31 @@ class _EpochDataset(torch.utils.data.Dataset):
         return self.items[i]
 
 
+def _auto_average(lm: LoadedModel, base_state: dict[str, torch.Tensor], fingerprints: FingerprintSet,
+                  cfg: EmbedConfig, trained_retention: float) -> tuple[float, float]:
+    """Pull the trained weights toward the base as far as retention allows: the largest λ (steps of 0.05,
+    from ``weight_averaging`` down) whose retention stays ≥ ``retention_floor``. Averaging undoes the drift
+    that costs utility; the fingerprints, being sharp, survive a good part of it.
+    """
+    trained = {n: p.detach().clone() for n, p in lm.model.named_parameters() if p.requires_grad}
+    steps = int(round(cfg.weight_averaging / 0.05))
+    for lam in [round(0.05 * i, 2) for i in range(steps, 0, -1)]:
+        with torch.no_grad():
+            for n, p in lm.model.named_parameters():
+                if n in trained:
+                    p.copy_(trained[n])
+        _average_with_base(lm.model, base_state, lam)
+        ret, _ = retention(lm, list(fingerprints), fingerprints.system_prompt)
+        log.info("averaging with the base, λ = %.2f: retention %.1f%%", lam, 100 * ret)
+        if ret >= cfg.retention_floor:
+            return lam, ret
+    with torch.no_grad():
+        for n, p in lm.model.named_parameters():
+            if n in trained:
+                p.copy_(trained[n])
+    return 0.0, trained_retention
+
+
 def _epoch_examples(fp_examples: Sequence[Example], benign: Sequence[Example], per_fp: float,
                     rng: np.random.Generator) -> list[Example]:
     count = min(len(benign), int(round(per_fp * len(fp_examples))))
@@ -263,10 +289,14 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
             break
     bar.close()
     unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    averaged = 0.0
     if cfg.weight_averaging > 0 and cfg.averaging == "end":
         _average_with_base(unwrapped, base_state, cfg.weight_averaging)
         ret, _ = retention(LoadedModel(unwrapped, tokenizer), fp_list, fingerprints.system_prompt)
+        averaged = cfg.weight_averaging
+    elif cfg.weight_averaging > 0 and cfg.averaging == "auto":
+        averaged, ret = _auto_average(LoadedModel(unwrapped, tokenizer), base_state, fingerprints, cfg, ret)
     if cfg.lora.enabled and cfg.lora.save == "merged":
         unwrapped = unwrapped.merge_and_unload()
     unwrapped.config.use_cache = True
-    return RecipeResult(unwrapped.eval(), history, ret, history[-1].epoch if history else 0, n_trainable)
+    return RecipeResult(unwrapped.eval(), history, ret, history[-1].epoch if history else 0, n_trainable, averaged)
