@@ -186,3 +186,20 @@ def test_auto_averaging_keeps_the_retention_floor(tiny, tiny_set):
     assert result.averaged in [round(0.05 * i, 2) for i in range(0, 19)]
     assert result.retention >= 0.9
     assert verify(result.model, tiny_set).matches == round(result.retention * len(tiny_set))
+
+
+@pytest.mark.slow
+def test_real_model_default_recipe_end_to_end(real_model, tmp_path, monkeypatch):
+    """SmolLM2-135M: the default recipe (small benign pool, no utility check) embeds 24 Perinucleus keys."""
+    from modelprint.config import load_config
+    from modelprint.embed import EmbedConfig
+    from modelprint.generate import generate
+
+    monkeypatch.setenv("MODELPRINT_CACHE", str(tmp_path / "cache"))  # the benign pool is built, not reused
+    fs = generate(real_model, num_fingerprints=24, seed=3)
+    cfg = load_config(EmbedConfig, None, ["benign.questions=48", "benign.model_written=0", "utility.enabled=false"])
+    result = embed(real_model, fs, tmp_path / "marked", config=cfg)
+    assert result.retention >= 0.95
+    hit = verify(str(tmp_path / "marked"), fs)
+    assert hit.verdict == "match" and hit.log10_p_value < -6
+    assert verify(real_model, fs, sequential=False).matches <= 2
