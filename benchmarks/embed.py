@@ -21,7 +21,8 @@ VARIANTS: dict[str, list[str]] = {
     "default": [],
     "no-benign": ["benign.per_fingerprint=0"],
     "no-augmentation": ["augmentation.copies=0"],
-    "averaging": ["weight_averaging=0.5"],
+    "no-averaging": ["weight_averaging=0"],
+    "averaging-every-epoch": ["weight_averaging=0.5", "averaging=epoch"],
     "benign-ce": ["benign.loss=ce"],
     "lora": ["lora.enabled=true", "learning_rate=1e-3"],
     "plain": ["benign.per_fingerprint=0", "augmentation.copies=0", "freeze_embeddings=false"],
@@ -31,7 +32,7 @@ VARIANTS: dict[str, list[str]] = {
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="64")
-    ap.add_argument("--variants", default="default,no-benign,averaging")
+    ap.add_argument("--variants", default="default,no-benign,no-averaging")
     ap.add_argument("--variant-def", action="append", default=[], help="name:key=value,key=value")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--json", default=None, help="append one JSON line per row to this file")

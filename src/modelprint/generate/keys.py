@@ -74,7 +74,7 @@ def model_written_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, b
             if want <= 0:
                 break
             # Oversample a little: some outputs are unusable or duplicates.
-            count = max(want + want // 4 + 2, 8)
+            count = want + want // 4
             prompts = [_instruction_ids(lm, seed, attempt + i) for i in range(count)]
             for start, chunk in batches(prompts, batch_size):
                 outs = continue_sampled(lm, chunk, key_length + 4, seed=(seed * 1_000_003 + round_ * 10_007 + start) % 2**31)
