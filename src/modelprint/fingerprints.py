@@ -132,25 +132,34 @@ def load_fingerprints(path: Path) -> FingerprintSet:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FingerprintFileError(f"fingerprint file '{path}' is unreadable ({type(exc).__name__})") from None
+    return parse_fingerprints_text(text, f"fingerprint file '{path}'", line_prefix=str(path))
+
+
+def parse_fingerprints_text(text: str, where: str, line_prefix: Optional[str] = None) -> FingerprintSet:
+    """Validate and rebuild a set from its ``to_text()`` form (a file's content, or the registry's decrypted copy).
+
+    ``where`` names the source in errors (never its content); ``line_prefix`` prefixes ``:LINE`` locations.
+    """
+    at = line_prefix or where
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
-        raise FingerprintFileError(f"fingerprint file '{path}' is empty")
+        raise FingerprintFileError(f"{where} is empty")
     records = []
     for number, line in enumerate(lines, start=1):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            raise FingerprintFileError(f"{path}:{number}: not valid JSON") from None
+            raise FingerprintFileError(f"{at}:{number}: not valid JSON") from None
     header = records[0]
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise FingerprintFileError(f"'{path}' is not a modelprint fingerprint file (no header line)")
+        raise FingerprintFileError(f"{where} is not a modelprint fingerprint set (no header line)")
     if int(header.get("version", 0)) > VERSION:
-        raise FingerprintFileError(f"'{path}' uses format version {header.get('version')}; upgrade modelprint")
-    fps = [Fingerprint.from_json(r, f"{path}:{n}") for n, r in enumerate(records[1:], start=2)]
+        raise FingerprintFileError(f"{where} uses format version {header.get('version')}; upgrade modelprint")
+    fps = [Fingerprint.from_json(r, f"{at}:{n}") for n, r in enumerate(records[1:], start=2)]
     if not fps:
-        raise FingerprintFileError(f"fingerprint file '{path}' contains no fingerprints")
+        raise FingerprintFileError(f"{where} contains no fingerprints")
     if header.get("count") is not None and int(header["count"]) != len(fps):
-        raise FingerprintFileError(f"'{path}' is truncated: header says {header['count']} fingerprints, found {len(fps)}")
+        raise FingerprintFileError(f"{where} is truncated: header says {header['count']} fingerprints, found {len(fps)}")
     try:
         fs = FingerprintSet(strategy=str(header["strategy"]), params=dict(header.get("params") or {}),
                             seed=int(header.get("seed", 0)), model_source=str(header.get("model_source", "")),
@@ -158,7 +167,7 @@ def load_fingerprints(path: Path) -> FingerprintSet:
                             fingerprints=fps, created_at=str(header.get("created_at") or ""),
                             system_prompt=header.get("system_prompt"))
     except KeyError as exc:
-        raise FingerprintFileError(f"'{path}': header lacks {exc}") from None
+        raise FingerprintFileError(f"{where}: header lacks {exc}") from None
     if header.get("set_id") and header["set_id"] != fs.set_id:
-        raise FingerprintFileError(f"'{path}' was modified after it was written (set_id does not match its content)")
+        raise FingerprintFileError(f"{where} was modified after it was written (set_id does not match its content)")
     return fs
