@@ -197,6 +197,14 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None):
             raise ValueError("only n=1 is supported")
         return body
 
+    async def complete(prompt: list[int], params: tuple) -> tuple[list[int], str, str]:
+        """Count the request, generate off the event loop, decode as local verification would."""
+        from starlette.concurrency import run_in_threadpool
+
+        app.state.requests += 1
+        new, finish = await run_in_threadpool(gen.generate, prompt, *params)
+        return new, finish, lm.tokenizer.decode(new, skip_special_tokens=True)
+
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "modelprint"}]}
@@ -209,11 +217,7 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None):
             params = _params(body)
         except ValueError as exc:
             return error(400, str(exc))
-        app.state.requests += 1
-        from starlette.concurrency import run_in_threadpool
-
-        new, finish = await run_in_threadpool(gen.generate, prompt, *params)
-        text = lm.tokenizer.decode(new, skip_special_tokens=True)
+        new, finish, text = await complete(prompt, params)
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": name, "usage": usage(prompt, new),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -232,11 +236,7 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None):
             params = _params(body)
         except ValueError as exc:
             return error(400, str(exc))
-        app.state.requests += 1
-        from starlette.concurrency import run_in_threadpool
-
-        new, finish = await run_in_threadpool(gen.generate, prompt, *params)
-        text = lm.tokenizer.decode(new, skip_special_tokens=True)
+        new, finish, text = await complete(prompt, params)
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": name, "usage": usage(prompt, new),
                 "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
