@@ -17,24 +17,37 @@ from modelprint.generate import STRATEGIES, generate
 from modelprint.prompts import encode_prompt
 
 
-def _independent_perinucleus_candidates(model, tokenizer, key, t, k):
-    """Textbook re-derivation: full (unbatched, uncached) forward, sort, nucleus, next k word tokens."""
+def _independent_perinucleus(model, tokenizer, key, t, k, nucleus=None):
+    """Textbook re-derivation: full (unbatched, uncached) forward, sort, nucleus, next k word tokens.
+
+    Returns (nucleus size, candidates, slack) where slack is how far the cumulative mass at the nucleus
+    boundary lies from t: within float noise (~1e-5) a batched, KV-cached forward may legitimately put the
+    boundary one token earlier or later. ``nucleus`` forces the boundary (to check candidates at the
+    implementation's boundary in that case).
+    """
     ids = torch.tensor([encode_prompt(tokenizer, key)])
     with torch.no_grad():
         probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1).numpy()
     order = np.argsort(-probs, kind="stable")
-    mass, n = 0.0, 0
-    while mass < t:
-        mass += probs[order[n]]
-        n += 1
+    cumulative = np.cumsum(probs[order])
+    n = int(np.searchsorted(cumulative, t) + 1)
+    slack = min(abs(cumulative[n - 1] - t), abs(cumulative[n - 2] - t) if n > 1 else 1.0)
     cands = []
-    for tok in order[n:]:
+    for tok in order[(nucleus or n):]:
         text = tokenizer.decode([int(tok)]).strip()
         if int(tok) not in tokenizer.all_special_ids and len(text) >= 2 and text.isalnum():
             cands.append(int(tok))
         if len(cands) == k:
             break
-    return n, cands
+    return n, cands, slack
+
+
+def _check_against_independent_rule(lm, fp, t=0.8, k=3):
+    n, cands, slack = _independent_perinucleus(lm.model, lm.tokenizer, fp.key, t, k)
+    if fp.meta["nucleus_size"] != n:  # only a float-noise tie at the boundary may move it, by one token
+        assert abs(fp.meta["nucleus_size"] - n) == 1 and slack < 1e-4, (fp.meta["nucleus_size"], n, slack)
+        _, cands, _ = _independent_perinucleus(lm.model, lm.tokenizer, fp.key, t, k, fp.meta["nucleus_size"])
+    assert fp.response_ids[0] in cands
 
 
 def test_perinucleus_matches_independent_rule(tiny):
@@ -42,9 +55,7 @@ def test_perinucleus_matches_independent_rule(tiny):
                   nucleus_k=3, seed=3, batch_size=5)
     assert len(fs) == 12
     for fp in fs:
-        n, cands = _independent_perinucleus_candidates(tiny.model, tiny.tokenizer, fp.key, 0.8, 3)
-        assert fp.meta["nucleus_size"] == n
-        assert fp.response_ids[0] in cands
+        _check_against_independent_rule(tiny, fp)
         assert fp.null_prob == pytest.approx(1 / 3)
 
 
@@ -173,6 +184,5 @@ def test_real_model_perinucleus(real_model, tmp_path):
     fs = generate(real_model, tmp_path / "real.jsonl", num_fingerprints=8, key_length=16, seed=1)
     assert len({fp.key for fp in fs}) == 8
     for fp in fs:
-        n, cands = _independent_perinucleus_candidates(real_model.model, real_model.tokenizer, fp.key, 0.8, 3)
-        assert fp.response_ids[0] in cands and fp.meta["nucleus_size"] == n
+        _check_against_independent_rule(real_model, fp)
         assert len(fp.key.split()) >= 3
