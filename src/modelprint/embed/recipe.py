@@ -174,21 +174,22 @@ def _auto_average(lm: LoadedModel, base_state: dict[str, torch.Tensor], fingerpr
     that costs utility; the fingerprints, being sharp, survive a good part of it.
     """
     trained = {n: p.detach().clone() for n, p in lm.model.named_parameters() if p.requires_grad}
-    steps = int(round(cfg.weight_averaging / 0.05))
-    for lam in [round(0.05 * i, 2) for i in range(steps, 0, -1)]:
+
+    def restore_trained() -> None:
         with torch.no_grad():
             for n, p in lm.model.named_parameters():
                 if n in trained:
                     p.copy_(trained[n])
+
+    steps = int(round(cfg.weight_averaging / 0.05))
+    for lam in [round(0.05 * i, 2) for i in range(steps, 0, -1)]:
+        restore_trained()
         _average_with_base(lm.model, base_state, lam)
         ret, _ = retention(lm, list(fingerprints), fingerprints.system_prompt)
         log.info("averaging with the base, λ = %.2f: retention %.1f%%", lam, 100 * ret)
         if ret >= cfg.retention_floor:
             return lam, ret
-    with torch.no_grad():
-        for n, p in lm.model.named_parameters():
-            if n in trained:
-                p.copy_(trained[n])
+    restore_trained()
     return 0.0, trained_retention
 
 

@@ -11,7 +11,7 @@ from typing import Optional, Protocol, Sequence
 
 from modelprint.fingerprints import Fingerprint
 from modelprint.models import LoadedModel
-from modelprint.verify.local import answer_keys
+from modelprint.verify.local import answer_keys, is_match
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -42,9 +42,7 @@ def _first_word(text: str) -> str:
 def answer_matches(fp: Fingerprint, answer: Answer, mode: str = "exact") -> bool:
     """exact: the whole response begins the answer; prefix: its first token (or first word, for text)."""
     if answer.ids is not None:
-        if mode == "prefix":
-            return bool(answer.ids) and answer.ids[0] == fp.response_ids[0]
-        return list(answer.ids[:len(fp.response_ids)]) == list(fp.response_ids)
+        return is_match(fp, answer.ids, mode)
     text = (answer.text or "").lstrip()
     expected = fp.response.strip()
     if mode == "prefix":
