@@ -13,6 +13,7 @@ from rich.table import Table
 from modelprint.errors import OutputExistsError
 from modelprint.log import console
 from modelprint.models import DEFAULT_MODEL
+from modelprint.verify.stats import format_p
 
 
 def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, overwrite: bool = False,
@@ -53,7 +54,7 @@ def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, 
     for col in ("suspect", "keys asked", "matched", "p-value", "verdict"):
         table.add_column(col)
     for name, r in records.items():
-        table.add_row(name, f"{r.n_asked}/{r.n_planned}", str(r.matches), f"1e{r.log10_p_value:.1f}", r.verdict)
+        table.add_row(name, f"{r.n_asked}/{r.n_planned}", str(r.matches), format_p(r.log10_p_value), r.verdict)
     console.print(table)
     if result.utility:
         rel = result.utility["relative"]

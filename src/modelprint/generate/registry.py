@@ -6,7 +6,7 @@ with a :class:`Strategy`); ``modelprint generate --strategy NAME`` then finds it
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 from modelprint.errors import ConfigError
 from modelprint.models import LoadedModel
@@ -38,6 +38,9 @@ class Strategy:
     source: str  # the paper or origin the strategy reproduces
     keys: Callable[..., list[str]]
     responses: Callable[..., list[Choice]]
+    verifier: str = "match"  # name in modelprint.verify.verifiers.VERIFIERS
+    embed_config: Optional[str] = None  # shipped recipe (configs/embed/NAME.yaml) the scheme's paper trains with
+    trains: bool = True  # False: intrinsic fingerprints, nothing to embed (the marked model is the base)
 
 
 STRATEGIES: dict[str, Strategy] = {}
@@ -48,8 +51,14 @@ def register_strategy(strategy: Strategy) -> Strategy:
     return strategy
 
 
+def load_plugins() -> None:
+    """Import the built-in strategies and the peer schemes so they register themselves."""
+    from modelprint import schemes  # noqa: F401
+    from modelprint.generate import strategies  # noqa: F401
+
+
 def get_strategy(name: str) -> Strategy:
-    from modelprint.generate import strategies  # noqa: F401  (registers the built-ins)
+    load_plugins()
 
     try:
         return STRATEGIES[name]

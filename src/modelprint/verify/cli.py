@@ -15,6 +15,7 @@ from rich.table import Table
 from modelprint.errors import ConfigError
 from modelprint.io import write_json_atomic
 from modelprint.log import console
+from modelprint.verify.stats import format_p
 
 
 def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optional[str], served_model: Optional[str],
@@ -93,10 +94,13 @@ def register(app: typer.Typer) -> None:
         for name, r in zip(fingerprints, records):
             colour = "green" if r.verdict == "match" else "yellow"
             table.add_row(f"{Path(name).name} ({r.set_id[7:19]})", f"{r.n_asked}/{r.n_planned}", str(r.matches),
-                          f"1e{r.log10_p_value:.1f}" if r.log10_p_value < -4 else f"{r.p_value:.3g}",
+                          format_p(r.log10_p_value),
                           f"[{colour}]{r.verdict}[/]")
         console.print(table)
-        console.print(f"α = {alpha:g}; null bound per key {records[0].null_probs}; match mode {match}", highlight=False)
+        for rule in dict.fromkeys(f"{r.verifier}: {r.decision_rule}" for r in records):
+            console.print(f"decision ({rule}); α = {alpha:g}", highlight=False)
+        if records[0].null_probs:
+            console.print(f"null bound per key {records[0].null_probs}; match mode {match}", highlight=False)
         if json_out is not None:
             payload = [r.to_json() for r in records]
             write_json_atomic(json_out, payload[0] if len(payload) == 1 else payload)

@@ -5,23 +5,20 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import logging
-import math
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from modelprint.errors import ConfigError, FingerprintFileError
 from modelprint.fingerprints import FingerprintSet, load_fingerprints
 from modelprint.models import LoadedModel, load_model
-from modelprint.verify.backends import Backend, LocalBackend, answer_matches
-from modelprint.verify.stats import log10_tail, sequential_decision
+from modelprint.verify.backends import Backend, LocalBackend
+from modelprint.verify.verifiers import NULL_PROB_FLOOR, VerifyRequest, get_verifier  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 MATCH_MODES = ("exact", "prefix")
-NULL_PROB_FLOOR = 1e-4  # no key is ever credited with a null match chance below this
 
 
 @dataclasses.dataclass
@@ -35,8 +32,8 @@ class VerifyRecord:
     n_planned: int
     n_asked: int
     matches: int
-    p_value: float
-    log10_p_value: float
+    p_value: Optional[float]  # None when the scheme's verifier has no false-positive bound
+    log10_p_value: Optional[float]
     alpha: float
     match_mode: str
     keys_spent: list[int]
@@ -44,6 +41,9 @@ class VerifyRecord:
     stopped_early: bool
     null_probs: str
     created_at: str
+    verifier: str = "match"
+    decision_rule: str = ""
+    statistic: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,6 +72,15 @@ def plan_keys(fs: FingerprintSet, max_queries: Optional[int], seed: int,
     return order[:max_queries] if max_queries else order
 
 
+def verifier_for(fs: FingerprintSet) -> str:
+    """The verifier the set's strategy names (``match`` for strategies this install does not know)."""
+    from modelprint.generate.registry import STRATEGIES, load_plugins
+
+    load_plugins()
+    strategy = STRATEGIES.get(fs.strategy)
+    return strategy.verifier if strategy is not None else "match"
+
+
 def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[str, Path, FingerprintSet], *,
            max_queries: Optional[int] = None, alpha: float = 1e-6, match: str = "exact", seed: int = 0,
            batch_size: int = 64, sequential: bool = True, system_prompt: Optional[str] = "__set__",
@@ -90,41 +99,20 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
         raise FingerprintFileError("these fingerprints were made for another tokenizer: the suspect cannot be asked "
                                    "them token for token (use a remote endpoint or --match prefix on text)")
     sp = fs.system_prompt if system_prompt == "__set__" else system_prompt
-    by_index = {fp.index: fp for fp in fs}
     planned = plan_keys(fs, max_queries, seed, prefer)
-    p_null = [max(by_index[i].null_prob, NULL_PROB_FLOOR) for i in planned]
-    if log10_tail(p_null, len(p_null)) > math.log10(alpha):
-        need = "raise --max-queries" if max_queries and max_queries < len(fs) else "use a larger fingerprint set"
-        raise ConfigError(f"{len(planned)} keys cannot reach alpha={alpha:g} even if every one matches "
-                          f"(best p-value 1e{log10_tail(p_null, len(p_null)):.1f}); {need}")
-    asked: list[int] = []
-    matched: list[int] = []
-    verdict: Optional[str] = None
-    step = batch_size if sequential else len(planned)
-    with tqdm(total=len(planned), desc="verifying", unit="key", leave=False) as bar:
-        for start in range(0, len(planned), step):
-            chunk = planned[start:start + step]
-            answers = backend.answer([by_index[i] for i in chunk], sp)
-            for i, ans in zip(chunk, answers):
-                asked.append(i)
-                if answer_matches(by_index[i], ans, match):
-                    matched.append(i)
-            bar.update(len(chunk))
-            if sequential:
-                verdict = sequential_decision(p_null, len(asked), len(matched), alpha)
-                if verdict:
-                    break
-    log10_p = log10_tail(p_null, len(matched))
-    final = "match" if log10_p <= math.log10(alpha) else "no match"
-    if verdict and verdict != final:  # cannot happen: curtailment is exact; guard against regressions
-        raise AssertionError("sequential decision disagrees with the final test")
+    verifier_name = verifier_for(fs)
+    outcome = get_verifier(verifier_name)(VerifyRequest(
+        backend, fs, planned, alpha, match, batch_size, sequential, sp,
+        budget_limited=bool(max_queries and max_queries < len(fs))))
+    log10_p = outcome.log10_p
     record = VerifyRecord(
-        verdict=final, set_id=fs.set_id, target=backend.description, backend=backend.name,
-        n_planned=len(planned), n_asked=len(asked), matches=len(matched), p_value=10 ** log10_p,
-        log10_p_value=log10_p, alpha=alpha, match_mode=match, keys_spent=asked, matched=sorted(matched),
-        stopped_early=len(asked) < len(planned),
-        null_probs=f"min {min(p_null):.3g}, max {max(p_null):.3g} (floor {NULL_PROB_FLOOR:g})",
+        verdict=outcome.verdict, set_id=fs.set_id, target=backend.description, backend=backend.name,
+        n_planned=len(planned), n_asked=len(outcome.asked), matches=len(outcome.matched),
+        p_value=None if log10_p is None else 10 ** log10_p, log10_p_value=log10_p, alpha=alpha, match_mode=match,
+        keys_spent=outcome.asked, matched=outcome.matched, stopped_early=len(outcome.asked) < len(planned),
+        null_probs=outcome.null_probs, verifier=verifier_name, decision_rule=outcome.rule,
+        statistic=outcome.statistic,
         created_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
-    log.info("verify %s: %d/%d matched, p = %.3g → %s", fs.set_id[:19], len(matched), len(asked), record.p_value,
-             final)
+    log.info("verify %s (%s): %d/%d matched → %s", fs.set_id[:19], verifier_name, record.matches, record.n_asked,
+             record.verdict)
     return record

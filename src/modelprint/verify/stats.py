@@ -13,7 +13,7 @@ give p ≤ α, 'no match' once even all remaining keys matching could not.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -62,3 +62,10 @@ def keys_needed(p: float, alpha: float, retention: float = 1.0) -> int:
         if log_tail([p] * n, math.ceil(n * retention)) <= math.log(alpha):
             return n
     raise ValueError("no feasible number of keys")
+
+
+def format_p(log10_p: Optional[float]) -> str:
+    """A p-value for people: 1e-28.4 when tiny, '—' when the scheme's verifier gives none."""
+    if log10_p is None:
+        return "—"
+    return f"1e{log10_p:.1f}" if log10_p < -4 else f"{10 ** log10_p:.3g}"

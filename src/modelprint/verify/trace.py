@@ -53,6 +53,10 @@ def trace(target: Union[str, LoadedModel, Backend], sets: Mapping[str, Union[str
         # Not sequential: every licensee gets the same number of questions, so p-values are comparable.
         records[name] = verify(backend, as_fingerprint_set(source), max_queries=max_queries, alpha=alpha,
                                match=match, seed=seed, batch_size=batch_size, sequential=False)
+    unbounded = [n for n, r in records.items() if r.log10_p_value is None]
+    if unbounded:
+        raise ConfigError(f"trace needs a p-value per licensee, and the verifier of {unbounded[0]}'s set "
+                          f"({records[unbounded[0]].verifier}) gives none")
     adjusted = holm_adjust({n: r.log10_p_value for n, r in records.items()})
     named = sorted((n for n in records if adjusted[n] <= math.log10(alpha)), key=lambda n: adjusted[n])
     results = {n: {"set_id": r.set_id, "asked": r.n_asked, "matches": r.matches, "log10_p_value": r.log10_p_value,

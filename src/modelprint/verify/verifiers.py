@@ -1,0 +1,118 @@
+"""Verifiers are plug-ins: how a scheme's answers are scored and turned into a decision.
+
+A fingerprint strategy names its verifier (``Strategy.verifier``; the default, ``match``, is
+modelprint's own). ``verify()`` plans which keys to spend and writes the record; the verifier
+asks the backend and returns an :class:`Outcome`. A verifier that can bound false positives
+returns ``log10_p`` (the decision is then p ≤ α); one that cannot (e.g. schemes whose papers
+only report a match rate) returns ``None`` and states its rule in ``rule``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Optional
+
+from tqdm.auto import tqdm
+
+from modelprint.errors import ConfigError
+from modelprint.fingerprints import FingerprintSet
+from modelprint.verify.backends import Backend, answer_matches
+from modelprint.verify.stats import log10_tail, sequential_decision
+
+NULL_PROB_FLOOR = 1e-4  # no key is ever credited with a null match chance below this
+
+
+@dataclasses.dataclass
+class VerifyRequest:
+    """Everything a verifier may use: the backend, the set, the planned key order and the options."""
+
+    backend: Backend
+    fs: FingerprintSet
+    planned: list[int]  # key indices in the order to ask them (already limited to the budget)
+    alpha: float
+    match: str
+    batch_size: int
+    sequential: bool
+    system_prompt: Optional[str]
+    budget_limited: bool  # True when --max-queries cut the plan short (for the error hint)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a verifier found; keys named by index only."""
+
+    asked: list[int]
+    matched: list[int]
+    log10_p: Optional[float]  # None: this verifier has no false-positive bound
+    verdict: str  # "match" | "no match"
+    rule: str  # the decision rule in words, e.g. "Poisson-binomial tail ≤ α"
+    null_probs: str = ""
+    statistic: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra numbers (no secrets)
+
+
+VerifierFn = Callable[[VerifyRequest], Outcome]
+VERIFIERS: dict[str, VerifierFn] = {}
+
+
+def register_verifier(name: str) -> Callable[[VerifierFn], VerifierFn]:
+    def wrap(fn: VerifierFn) -> VerifierFn:
+        VERIFIERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_verifier(name: str) -> VerifierFn:
+    try:
+        return VERIFIERS[name]
+    except KeyError:
+        raise ConfigError(f"unknown verifier '{name}' (known: {', '.join(sorted(VERIFIERS))})") from None
+
+
+def ask_in_batches(req: VerifyRequest, score: Callable[[list[int], list[Any]], None],
+                   stop: Callable[[], bool] = lambda: False) -> list[int]:
+    """Ask the planned keys batch by batch; ``score(indices, answers)`` consumes each batch; ``stop()`` curtails.
+
+    Returns the indices asked. The batching, progress bar and early stop are shared by every verifier.
+    """
+    by_index = {fp.index: fp for fp in req.fs}
+    asked: list[int] = []
+    step = req.batch_size if req.sequential else max(len(req.planned), 1)
+    with tqdm(total=len(req.planned), desc="verifying", unit="key", leave=False) as bar:
+        for start in range(0, len(req.planned), step):
+            chunk = req.planned[start:start + step]
+            answers = req.backend.answer([by_index[i] for i in chunk], req.system_prompt)
+            score(chunk, answers)
+            asked += chunk
+            bar.update(len(chunk))
+            if req.sequential and stop():
+                break
+    return asked
+
+
+@register_verifier("match")
+def match_verifier(req: VerifyRequest) -> Outcome:
+    """Count keys answered with their response; p-value = exact Poisson-binomial tail of the per-key null bounds."""
+    by_index = {fp.index: fp for fp in req.fs}
+    p_null = [max(by_index[i].null_prob, NULL_PROB_FLOOR) for i in req.planned]
+    best = log10_tail(p_null, len(p_null))
+    if best > math.log10(req.alpha):
+        need = "raise --max-queries" if req.budget_limited else "use a larger fingerprint set"
+        raise ConfigError(f"{len(req.planned)} keys cannot reach alpha={req.alpha:g} even if every one matches "
+                          f"(best p-value 1e{best:.1f}); {need}")
+    matched: list[int] = []
+    n_asked = 0
+
+    def score(indices: list[int], answers: list[Any]) -> None:
+        nonlocal n_asked
+        n_asked += len(indices)
+        matched.extend(i for i, a in zip(indices, answers) if answer_matches(by_index[i], a, req.match))
+
+    def stop() -> bool:
+        return sequential_decision(p_null, n_asked, len(matched), req.alpha) is not None
+
+    asked = ask_in_batches(req, score, stop)
+    log10_p = log10_tail(p_null, len(matched))
+    return Outcome(asked, sorted(matched), log10_p, "match" if log10_p <= math.log10(req.alpha) else "no match",
+                   "exact Poisson-binomial tail of the per-key null bounds ≤ α",
+                   f"min {min(p_null):.3g}, max {max(p_null):.3g} (floor {NULL_PROB_FLOOR:g})")
