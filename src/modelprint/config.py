@@ -63,14 +63,23 @@ def validate(cls: type[C], data: dict[str, Any]) -> C:
         raise ConfigError(_describe(err)) from None
 
 
+def resolve_config_path(path: Path, kind: str) -> Path:
+    """A YAML path, or the name of a config shipped with modelprint (``configs/<kind>/<name>.yaml``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = Path(__file__).parent / "configs" / kind / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise ConfigError(f"config file '{path}' does not exist")
+
+
 def load_config(cls: type[C], path: Optional[Path] = None, overrides: Iterable[str] = (),
                 **values: Any) -> C:
     """Defaults ← YAML file ← explicit ``values`` (non-None) ← ``key=value`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
+        path = resolve_config_path(Path(path), getattr(cls, "config_kind", ""))
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

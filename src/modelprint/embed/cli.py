@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         fingerprints: Path = typer.Option(..., "--fingerprints", "-f", help="Fingerprint file from `generate`."),
         out: Path = typer.Option(..., "--out", "-o", help="Directory for the fingerprinted model."),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model: embedded name, HF dir or hub id."),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML (see configs/embed.yaml)."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML, or a shipped recipe name (configs/embed/NAME.yaml, e.g. a peer scheme's)."),
         lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA or full fine-tuning."),
         learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr"),
         max_epochs: Optional[int] = typer.Option(None, "--max-epochs"),

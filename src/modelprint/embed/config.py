@@ -1,7 +1,7 @@
 """The embedding recipe's typed configuration (YAML + ``key=value`` overrides)."""
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -50,6 +50,8 @@ class UtilitySettings(StrictConfig):
 class EmbedConfig(StrictConfig):
     """Every knob of ``modelprint embed``; the defaults are the measured best recipe on SmolLM2-135M."""
 
+    config_kind: ClassVar[str] = "embed"  # --config NAME finds configs/embed/NAME.yaml (peer schemes' recipes)
+
     learning_rate: float = Field(3e-4, gt=0.0)
     max_epochs: int = Field(12, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -58,6 +60,8 @@ class EmbedConfig(StrictConfig):
     max_grad_norm: float = Field(1.0, gt=0.0)
     train_layers: Optional[int] = Field(4, ge=1, description="train only the last N transformer blocks (None: all)")
     freeze_embeddings: bool = True
+    mlp_expansion: int = Field(0, ge=0, description="extra feed-forward units added to every block's MLP before "
+                                                    "training, zero-initialised output (function unchanged); 0: off")
     weight_averaging: float = Field(0.5, ge=0.0, lt=1.0, description="λ in θ ← (1−λ)θ + λθ_base (the largest, for 'auto')")
     averaging: Literal["epoch", "end", "auto"] = Field(
         "auto", description="epoch: after every epoch; end: once after training; auto: once after training, the "
