@@ -25,6 +25,7 @@ VARIANTS: dict[str, list[str]] = {
     "averaging-every-epoch": ["weight_averaging=0.5", "averaging=epoch"],
     "benign-ce": ["benign.loss=ce"],
     "lora": ["lora.enabled=true", "learning_rate=1e-3"],
+    "mlp-expansion": ["mlp_expansion=256"],
     "plain": ["benign.per_fingerprint=0", "augmentation.copies=0", "freeze_embeddings=false"],
 }
 

@@ -203,3 +203,54 @@ def test_real_model_default_recipe_end_to_end(real_model, tmp_path, monkeypatch)
     hit = verify(str(tmp_path / "marked"), fs)
     assert hit.verdict == "match" and hit.log10_p_value < -6
     assert verify(real_model, fs, sequential=False).matches <= 2
+
+
+def test_mlp_expansion_keeps_the_function(tiny):
+    import copy
+
+    from modelprint.embed.expansion import expand_mlp
+
+    model = copy.deepcopy(tiny.model)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = tiny.model(input_ids=ids).logits
+        assert expand_mlp(model, 24, init_blocks=[1]) == 128 + 24
+        after = model(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-6, rtol=0)
+    layers = model.model.layers
+    assert all(b.mlp.gate_proj.out_features == b.mlp.down_proj.in_features == 152 for b in layers)
+    assert not layers[0].mlp.up_proj.weight[128:].any() and layers[1].mlp.up_proj.weight[128:].abs().sum() > 0
+    assert all(not b.mlp.down_proj.weight[:, 128:].any() for b in layers)
+
+
+def test_mlp_expansion_not_supported_is_one_line():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from modelprint.embed.expansion import expand_mlp
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
+    with pytest.raises(ModelprintError, match="gated MLPs"):
+        expand_mlp(gpt2, 8)
+
+
+def test_mlp_expansion_trains_only_what_it_should(tiny, tiny_set, tmp_path):
+    out = tmp_path / "wide"
+    cfg = tiny_recipe(mlp_expansion=16, train_layers=1, freeze_embeddings=True)
+    result = embed(tiny, tiny_set, out, config=cfg)
+    assert result.retention >= 0.9
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.config.intermediate_size == 128 + 16
+    base = dict(tiny.model.named_parameters())
+    for name, p in loaded.named_parameters():
+        if ".layers.1." in name or name == "model.norm.weight":  # what train_layers=1 trains
+            continue
+        old, new = base[name].detach(), p.detach().clone()
+        original = tuple(slice(0, n) for n in old.shape)
+        assert torch.equal(new[original], old), name  # frozen block and embeddings: untouched
+        new[original] = 0
+        assert not new.any(), name  # frozen blocks' new units stay inert (all zero)
+    down = loaded.model.layers[1].mlp.down_proj.weight
+    assert down[:, 128:].abs().sum() > 0  # the new units were trained and contribute
+    assert verify(str(out), tiny_set).verdict == "match"

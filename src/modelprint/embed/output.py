@@ -52,6 +52,8 @@ def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, c
         util_line = (f"- utility: perplexity change {rel['perplexity_change']:+.1%}, answer agreement "
                      f"{rel['answer_agreement']:.1%}" if rel else "")
         recipe = "LoRA" if cfg.lora.enabled else "full fine-tuning"
+        if cfg.mlp_expansion:
+            recipe += f" with {cfg.mlp_expansion} extra MLP units per block"
         (tmp / "README.md").write_text(CARD.format(
             version=__version__, count=len(fs), strategy=fs.strategy, base_source=base.source,
             base_hash=base.model_hash, set_id=fs.set_id, recipe=recipe, epochs=epochs, retention=retention,

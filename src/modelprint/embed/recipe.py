@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from modelprint.embed.config import EmbedConfig
 from modelprint.embed.data import Example, collate, fingerprint_examples
+from modelprint.embed.expansion import expand_mlp, trained_block_indices, transformer_blocks
 from modelprint.fingerprints import FingerprintSet
 from modelprint.models import LoadedModel
 from modelprint.verify.local import retention
@@ -46,11 +47,6 @@ class RecipeResult:
     epochs: int
     trainable_parameters: int
     averaged: float = 0.0  # the λ applied after training (0: none)
-
-
-def _blocks(model: torch.nn.Module) -> Optional[torch.nn.ModuleList]:
-    inner = getattr(model, "model", None)
-    return getattr(inner, "layers", None)
 
 
 @contextlib.contextmanager
@@ -83,10 +79,10 @@ def resolve_mixed_precision(setting: str) -> str:
 
 def select_trainable(model: torch.nn.Module, cfg: EmbedConfig) -> list[str]:
     """Freeze what the config keeps fixed; return the names of trainable parameters."""
-    blocks = _blocks(model)
+    blocks = transformer_blocks(model)
     frozen_blocks: set[int] = set()
-    if cfg.train_layers is not None and blocks is not None:
-        frozen_blocks = set(range(max(0, len(blocks) - cfg.train_layers)))
+    if blocks is not None:
+        frozen_blocks = set(range(len(blocks))) - set(trained_block_indices(len(blocks), cfg.train_layers))
     embeddings = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
                   for p in m.parameters()}
     names = []
@@ -104,11 +100,11 @@ def select_trainable(model: torch.nn.Module, cfg: EmbedConfig) -> list[str]:
 def apply_lora(model: torch.nn.Module, cfg: EmbedConfig) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    blocks = _blocks(model)
+    blocks = transformer_blocks(model)
     layers = None
     targets = cfg.lora.target_modules
     if cfg.train_layers is not None and blocks is not None:
-        layers = list(range(max(0, len(blocks) - cfg.train_layers), len(blocks)))
+        layers = trained_block_indices(len(blocks), cfg.train_layers)
         if targets == "all-linear":  # peft needs explicit names to restrict layers: every Linear of a block
             targets = sorted({name.rsplit(".", 1)[-1] for name, m in blocks[0].named_modules()
                               if isinstance(m, torch.nn.Linear)})
@@ -212,6 +208,9 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
     tokenizer = base.tokenizer
     model = copy.deepcopy(base.model).to(accelerator.device)
     model.config.use_cache = False
+    if cfg.mlp_expansion:  # before the base snapshot, so averaging sees the widened base (new units: zero output)
+        blocks = transformer_blocks(model)
+        expand_mlp(model, cfg.mlp_expansion, trained_block_indices(len(blocks or []), cfg.train_layers), cfg.seed)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if cfg.lora.enabled:
