@@ -91,9 +91,19 @@ def prune(ctx: StressContext, sparsity: float = 0.3) -> Stressed:
     return served(ctx.marked, model, f"prune{sparsity:g}")
 
 
-def _check_same_shapes(a: dict, b: dict) -> None:
-    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
-        raise ModelprintError("merge: the base model has a different architecture from the fingerprinted model")
+def _merged(ctx: StressContext, method: str, parents: list[tuple[LoadedModel, float]], base: LoadedModel,
+            with_base: bool = False, **params) -> torch.nn.Module:
+    """``modelprint.merge``'s registered ``method`` run in process (no disk round-trip), after its checks."""
+    from modelprint.merge import get_method
+    from modelprint.merge.checks import check_compatible
+
+    models = [m for m, _ in parents]
+    check_compatible(models + [base])
+    merger = get_method(method, params)
+    weights = merger.check_weights([w for _, w in parents])
+    device = ctx.marked.device
+    with torch.no_grad():
+        return merger.merge(models, weights, base if with_base else None, device).to(device)
 
 
 @register("merge-linear")
@@ -101,15 +111,14 @@ def merge_linear(ctx: StressContext, weight: float = 0.5) -> Stressed:
     """Linear merge ``weight·marked + (1−weight)·base`` (model soups; mergekit ``linear``).
 
     Source: merging a served model with others is routine (Wortsman et al. 2022). Probes:
-    fingerprints that fade when their weight delta is scaled down. In-process state-dict
-    interpolation (same arithmetic as ``modelprint.merge``'s linear method, no disk round-trip).
+    fingerprints that fade when their weight delta is scaled down. ``modelprint.merge``'s linear method;
+    a parent of weight 0 is left out.
     """
+    if not 0.0 <= weight <= 1.0:
+        raise ModelprintError(f"merge-linear: weight must be in [0, 1], got {weight}")
     base = ctx.need_base("merge-linear")
-    sd_m, sd_b = ctx.marked.model.state_dict(), base.model.state_dict()
-    _check_same_shapes(sd_m, sd_b)
-    model = copy.deepcopy(ctx.marked.model)
-    model.load_state_dict({k: weight * sd_m[k].float() + (1 - weight) * sd_b[k].float() for k in sd_m})
-    return served(ctx.marked, model, f"linear{weight:g}")
+    parents = [(m, w) for m, w in ((ctx.marked, weight), (base, 1.0 - weight)) if w > 0]
+    return served(ctx.marked, _merged(ctx, "linear", parents, base), f"linear{weight:g}")
 
 
 @register("merge-ties")
@@ -118,19 +127,8 @@ def merge_ties(ctx: StressContext, density: float = 0.2, scale: float = 1.0) -> 
 
     With one fine-tuned model TIES reduces to trimming: keep the ``density`` share of largest-magnitude
     entries of ``marked − base`` per tensor, add ``scale`` × that to the base. Probes: fingerprints
-    spread over many small weight changes. In-process (no disk round-trip).
+    spread over many small weight changes. ``modelprint.merge``'s ties method, in process.
     """
     base = ctx.need_base("merge-ties")
-    sd_m, sd_b = ctx.marked.model.state_dict(), base.model.state_dict()
-    _check_same_shapes(sd_m, sd_b)
-    merged = {}
-    for k in sd_m:
-        tau = sd_m[k].float() - sd_b[k].float()
-        n_keep = int(density * tau.numel())
-        if n_keep and tau.numel() > 1:
-            cut = tau.abs().flatten().kthvalue(max(1, tau.numel() - n_keep)).values
-            tau = torch.where(tau.abs() > cut, tau, torch.zeros_like(tau))
-        merged[k] = sd_b[k].float() + scale * tau
-    model = copy.deepcopy(ctx.marked.model)
-    model.load_state_dict(merged)
+    model = _merged(ctx, "ties", [(ctx.marked, 1.0)], base, with_base=True, density=density, scale=scale)
     return served(ctx.marked, model, f"ties{density:g}")
