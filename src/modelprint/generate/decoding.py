@@ -57,11 +57,15 @@ def next_token_probs(lm: LoadedModel, prompts: Sequence[Sequence[int]]) -> torch
 
 
 @torch.inference_mode()
-def continue_greedy(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
-    """Greedy continuation of each prompt (KV cache, batched); stops at EOS."""
+def continue_greedy(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                    **generate_kwargs) -> list[list[int]]:
+    """Greedy continuation of each prompt (KV cache, batched); stops at EOS.
+
+    ``generate_kwargs`` go to ``model.generate`` (e.g. a watermark's ``logits_processor``).
+    """
     if max_new_tokens <= 0:
         return [[] for _ in prompts]
-    return _generate(lm, prompts, max_new_tokens, do_sample=False)
+    return _generate(lm, prompts, max_new_tokens, do_sample=False, **generate_kwargs)
 
 
 @torch.inference_mode()
