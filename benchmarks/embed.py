@@ -2,8 +2,9 @@
 
     python benchmarks/embed.py [--sizes 64,256] [--variants default,no-benign,averaging] [--model smollm2-135m]
 
-Each row: fingerprints, variant, epochs, seconds, retention (greedy, as verify asks), perplexity change on
-WikiText-2 and answer agreement with the base model (64 NQ-open questions, first 8 greedy tokens).
+Each row: fingerprints, variant, epochs, seconds, λ (averaged with the base at the end), retention (greedy,
+as verify asks), perplexity change on WikiText-2 and answer agreement with the base model (64 NQ-open
+questions, first 8 greedy tokens).
 Variants are recipe overrides, so any knob can be compared: --variant-def name:key=value,key=value
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main() -> None:
         name, spec = item.split(":", 1)
         VARIANTS[name] = [kv for kv in spec.split(",") if kv]
     base = load_model(args.model)
-    print(f"{'n':>5} {'variant':<18} {'epochs':>6} {'sec':>6} {'retention':>9} {'ppl Δ':>7} {'agree':>6}")
+    print(f"{'n':>5} {'variant':<18} {'epochs':>6} {'sec':>6} {'λ':>4} {'retention':>9} {'ppl Δ':>7} {'agree':>6}")
     for n in [int(s) for s in args.sizes.split(",")]:
         fs = generate(base, num_fingerprints=n, seed=n)
         for variant in args.variants.split(","):
@@ -51,13 +52,15 @@ def main() -> None:
             result = embed(base, fs, None, config=cfg)
             seconds = time.perf_counter() - t
             rel = result.utility.get("relative", {})
-            print(f"{n:>5} {variant:<18} {result.epochs:>6} {seconds:>6.0f} {result.retention:>9.1%} "
+            print(f"{n:>5} {variant:<18} {result.epochs:>6} {seconds:>6.0f} {result.averaged:>4.2f} "
+                  f"{result.retention:>9.1%} "
                   f"{rel.get('perplexity_change', float('nan')):>+7.1%} {rel.get('answer_agreement', float('nan')):>6.1%}",
                   flush=True)
             if args.json:
                 with open(args.json, "a") as fh:
                     fh.write(json.dumps({"n": n, "variant": variant, "overrides": VARIANTS[variant],
-                                         "epochs": result.epochs, "seconds": seconds, "retention": result.retention,
+                                         "epochs": result.epochs, "seconds": seconds, "averaged": result.averaged,
+                                         "retention": result.retention,
                                          "utility": result.utility, "history": result.history}) + "\n")
 
 
