@@ -9,8 +9,10 @@ import sys
 import numpy as np
 import pytest
 from scipy import stats as sstats
+from conftest import tiny_recipe
 
 from modelprint.errors import ConfigError, FingerprintFileError
+from modelprint.models import LoadedModel
 from modelprint.verify import plan_keys, verify
 from modelprint.verify.stats import keys_needed, log10_tail, log_tail, sequential_decision, tail
 from modelprint.verify.trace import holm_adjust, trace
@@ -114,6 +116,45 @@ def test_trace_names_the_leaker(tiny, tiny_marked, tiny_set):
     assert trace(tiny, {"acme": tiny_set, "globex": other}).licensees == []
 
 
+def _perinucleus_copy(tiny, seed: int, where):
+    """A licensee's copy: Perinucleus responses to random-word keys (the tiny model writes poor keys)."""
+    from modelprint.embed import embed
+    from modelprint.generate import generate
+    from modelprint.generate.wordlist import random_words
+
+    keys = where / f"keys-{seed}.txt"
+    keys.write_text("\n".join(random_words(seed, i, 6) for i in range(32)) + "\n")
+    fs = generate(tiny, strategy="custom", keys_file=str(keys), num_fingerprints=32, seed=seed)
+    # like the real recipe: gentle, embeddings frozen, so each copy's change is small and averages linearly
+    return fs, embed(tiny, fs, None, config=tiny_recipe(learning_rate=1e-3, freeze_embeddings=True)).model
+
+
+def test_candidate_match_traces_both_parents_of_an_average(tiny, tmp_path):
+    """A 50/50 average halves each copy's fingerprint; ranking our pick among the candidates still finds both."""
+    import copy
+
+    import torch
+
+    (acme_set, acme), (globex_set, globex) = _perinucleus_copy(tiny, 21, tmp_path), _perinucleus_copy(tiny, 22, tmp_path)
+    model = copy.deepcopy(acme.model)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), globex.model.parameters()):
+            p.mul_(0.5).add_(q, alpha=0.5)
+    average = LoadedModel(model, tiny.tokenizer, "average", None)
+    sets = {"acme": acme_set, "globex": globex_set}
+    record = trace(average, sets, alpha=1e-3)
+    assert sorted(record.licensees) == ["acme", "globex"], record.results
+    assert {r["match_mode"] for r in record.results.values()} == {"candidate"}
+    assert trace(tiny, sets, alpha=1e-3).licensees == []
+    assert trace(acme, sets, alpha=1e-3).licensees == ["acme"]
+
+
+def test_candidate_match_needs_candidates_and_weights(tiny, tiny_set):
+    with pytest.raises(ConfigError, match="records no Perinucleus candidates"):
+        verify(tiny, tiny_set, match="candidate")
+    assert verify(tiny, tiny_set).match_mode == "exact"  # auto falls back for sets without candidates
+
+
 def test_missing_and_malformed_files(tiny, tmp_path):
     with pytest.raises(FingerprintFileError, match="does not exist"):
         verify(tiny, tmp_path / "none.jsonl")
@@ -151,5 +192,7 @@ def test_real_base_model_does_not_match_its_own_perinucleus_set(real_model):
     from modelprint.generate import generate
 
     fs = generate(real_model, num_fingerprints=32, seed=5)
-    record = verify(real_model, fs, sequential=False)
+    record = verify(real_model, fs, sequential=False, match="exact")
     assert record.verdict == "no match" and record.matches <= 2  # responses lie outside the nucleus by design
+    ranked = verify(real_model, fs, sequential=False)  # auto → candidate: the base ranks our pick first ~1/k
+    assert ranked.match_mode == "candidate" and ranked.verdict == "no match" and ranked.matches < 24

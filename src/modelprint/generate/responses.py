@@ -6,7 +6,8 @@ with this response under greedy decoding. The bound comes from our own secret
 randomness, so it holds whatever the suspect model is:
 
 * Perinucleus picks uniformly among k candidates, so any fixed answer matches
-  with probability ≤ 1/k.
+  with probability ≤ 1/k — and so does "the suspect ranks our pick above the other
+  candidates" (``verify --match candidate``), which is why the candidates are recorded.
 * Inverse nucleus samples from a distribution whose largest mass is recorded.
 * Random words: 1 / |word list| per word.
 * Model-written responses are sampled; the top probability at the first step bounds a match.
@@ -80,7 +81,7 @@ def perinucleus(lm: LoadedModel, keys: Sequence[str], *, response_length: int, t
             pick = int(rng_for(seed, 0x50, index).integers(k))
             firsts.append(tokens[pick])
             metas.append({"rank": ranks[pick], "prob": float(p[tokens[pick]]), "nucleus_size": size,
-                          "widened": widened, "candidate_mass": float(p[tokens].sum())})
+                          "widened": widened, "candidate_mass": float(p[tokens].sum()), "candidates": tokens})
         for ids, meta in zip(_with_continuation(lm, prompts, firsts, response_length), metas):
             choices.append(Choice(ids, null_prob=1.0 / k, meta=meta))
     return choices

@@ -11,7 +11,7 @@ from typing import Optional, Protocol, Sequence
 
 from modelprint.fingerprints import Fingerprint
 from modelprint.models import LoadedModel
-from modelprint.verify.local import answer_keys, is_match
+from modelprint.verify.local import answer_keys, first_token_probs, is_match
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -64,3 +64,9 @@ class LocalBackend:
         longest = max(len(fp.response_ids) for fp in fingerprints)
         ids = answer_keys(self.lm, [fp.key for fp in fingerprints], longest, system_prompt, self.batch_size)
         return [Answer(ids=a) for a in ids]
+
+    def first_token_scores(self, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],
+                           token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Probabilities of the given first-answer tokens after each key (needs the weights: local only)."""
+        return first_token_probs(self.lm, [fp.key for fp in fingerprints], token_ids, system_prompt,
+                                 self.batch_size)

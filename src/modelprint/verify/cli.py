@@ -17,6 +17,10 @@ from modelprint.io import write_json_atomic
 from modelprint.log import console
 from modelprint.verify.stats import format_p
 
+MATCH_HELP = ("auto (candidate with local weights when the set records its Perinucleus candidates, else exact) | "
+              "exact (whole response) | prefix (first token/word) | candidate (our response outranks the other "
+              "candidates: same null bound, survives dilution)")
+
 
 def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optional[str], served_model: Optional[str],
              api: str, batch_size: int):
@@ -59,7 +63,7 @@ def register(app: typer.Typer) -> None:
         api: str = typer.Option("chat", "--api", help="chat | completions (remote only)."),
         max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Hard budget of keys to ask."),
         alpha: float = typer.Option(1e-6, "--alpha", help="False-positive level of the decision."),
-        match: str = typer.Option("exact", "--match", help="exact (whole response) | prefix (first token/word)."),
+        match: str = typer.Option("auto", "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed", help="Seed of the random key order."),
         batch_size: int = typer.Option(64, "--batch-size"),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Write the machine-readable record here."),
@@ -100,7 +104,8 @@ def register(app: typer.Typer) -> None:
         for rule in dict.fromkeys(f"{r.verifier}: {r.decision_rule}" for r in records):
             console.print(f"decision ({rule}); α = {alpha:g}", highlight=False)
         if records[0].null_probs:
-            console.print(f"null bound per key {records[0].null_probs}; match mode {match}", highlight=False)
+            console.print(f"null bound per key {records[0].null_probs}; match mode {records[0].match_mode}",
+                          highlight=False)
         if json_out is not None:
             payload = [r.to_json() for r in records]
             write_json_atomic(json_out, payload[0] if len(payload) == 1 else payload)
@@ -116,7 +121,7 @@ def register(app: typer.Typer) -> None:
         api: str = typer.Option("chat", "--api"),
         max_queries: Optional[int] = typer.Option(64, "--max-queries", help="Keys asked per licensee."),
         alpha: float = typer.Option(1e-6, "--alpha"),
-        match: str = typer.Option("exact", "--match"),
+        match: str = typer.Option("auto", "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed"),
         json_out: Optional[Path] = typer.Option(None, "--json"),
     ) -> None:

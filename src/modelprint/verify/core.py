@@ -18,7 +18,7 @@ from modelprint.verify.verifiers import NULL_PROB_FLOOR, VerifyRequest, get_veri
 
 log = logging.getLogger(__name__)
 
-MATCH_MODES = ("exact", "prefix")
+MATCH_MODES = ("auto", "exact", "prefix", "candidate")
 
 
 @dataclasses.dataclass
@@ -72,6 +72,15 @@ def plan_keys(fs: FingerprintSet, max_queries: Optional[int], seed: int,
     return order[:max_queries] if max_queries else order
 
 
+def resolve_match(match: str, backend: Backend, fs: FingerprintSet) -> str:
+    """``auto``: the most powerful valid test the backend allows — ``candidate`` with local weights and a set
+    that records its Perinucleus candidates, else ``exact``."""
+    if match != "auto":
+        return match
+    has_candidates = all("candidates" in fp.meta for fp in fs)
+    return "candidate" if has_candidates and hasattr(backend, "first_token_scores") else "exact"
+
+
 def verifier_for(fs: FingerprintSet) -> str:
     """The verifier the set's strategy names (``match`` for strategies this install does not know)."""
     from modelprint.generate.registry import STRATEGIES, load_plugins
@@ -82,7 +91,7 @@ def verifier_for(fs: FingerprintSet) -> str:
 
 
 def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[str, Path, FingerprintSet], *,
-           max_queries: Optional[int] = None, alpha: float = 1e-6, match: str = "exact", seed: int = 0,
+           max_queries: Optional[int] = None, alpha: float = 1e-6, match: str = "auto", seed: int = 0,
            batch_size: int = 64, sequential: bool = True, system_prompt: Optional[str] = "__set__",
            prefer: Optional[Sequence[int]] = None, check_tokenizer: bool = True) -> VerifyRecord:
     """Decide whether ``target`` carries ``fingerprints``; p-value is the exact Poisson-binomial tail."""
@@ -100,6 +109,7 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
                                    "them token for token (use a remote endpoint or --match prefix on text)")
     sp = fs.system_prompt if system_prompt == "__set__" else system_prompt
     planned = plan_keys(fs, max_queries, seed, prefer)
+    match = resolve_match(match, backend, fs)
     verifier_name = verifier_for(fs)
     outcome = get_verifier(verifier_name)(VerifyRequest(
         backend, fs, planned, alpha, match, batch_size, sequential, sp,

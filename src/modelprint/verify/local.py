@@ -25,6 +25,18 @@ def answer_keys(lm: LoadedModel, keys: Sequence[str], max_new_tokens: int, syste
     return answers
 
 
+@torch.inference_mode()
+def first_token_probs(lm: LoadedModel, keys: Sequence[str], token_ids: Sequence[Sequence[int]],
+                      system_prompt: Optional[str] = None, batch_size: int = 64) -> list[list[float]]:
+    """For each key, the model's next-token probabilities of the listed token ids (one forward pass per batch)."""
+    scores: list[list[float]] = []
+    prompts = encode_prompts(lm.tokenizer, keys, system_prompt)
+    for start, chunk in batches(prompts, batch_size):
+        probs = next_token_probs(lm, chunk)
+        scores += [probs[row, list(token_ids[start + row])].tolist() for row in range(len(chunk))]
+    return scores
+
+
 def is_match(fp: Fingerprint, answer_ids: Sequence[int], mode: str = "exact") -> bool:
     """``exact``: the answer starts with the whole response (token ids); ``prefix``: its first token matches."""
     if mode == "prefix":

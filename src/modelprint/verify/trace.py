@@ -42,7 +42,7 @@ def holm_adjust(log10_p: Mapping[str, float]) -> dict[str, float]:
 
 
 def trace(target: Union[str, LoadedModel, Backend], sets: Mapping[str, Union[str, FingerprintSet]], *,
-          alpha: float = 1e-6, max_queries: Optional[int] = None, match: str = "exact", seed: int = 0,
+          alpha: float = 1e-6, max_queries: Optional[int] = None, match: str = "auto", seed: int = 0,
           batch_size: int = 64) -> TraceRecord:
     """Ask the suspect a sample of each licensee's keys; name the licensee(s) whose set matches."""
     if len(sets) < 1:
@@ -60,5 +60,6 @@ def trace(target: Union[str, LoadedModel, Backend], sets: Mapping[str, Union[str
     adjusted = holm_adjust({n: r.log10_p_value for n, r in records.items()})
     named = sorted((n for n in records if adjusted[n] <= math.log10(alpha)), key=lambda n: adjusted[n])
     results = {n: {"set_id": r.set_id, "asked": r.n_asked, "matches": r.matches, "log10_p_value": r.log10_p_value,
-                   "log10_adjusted_p_value": adjusted[n], "keys_spent": r.keys_spent} for n, r in records.items()}
+                   "log10_adjusted_p_value": adjusted[n], "keys_spent": r.keys_spent,
+                   "match_mode": r.match_mode} for n, r in records.items()}
     return TraceRecord(named, alpha, results)

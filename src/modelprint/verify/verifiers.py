@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 from tqdm.auto import tqdm
 
 from modelprint.errors import ConfigError
-from modelprint.fingerprints import FingerprintSet
+from modelprint.fingerprints import Fingerprint, FingerprintSet
 from modelprint.verify.backends import Backend, answer_matches
 from modelprint.verify.stats import log10_tail, sequential_decision
 
@@ -70,18 +70,21 @@ def get_verifier(name: str) -> VerifierFn:
 
 
 def ask_in_batches(req: VerifyRequest, score: Callable[[list[int], list[Any]], None],
-                   stop: Callable[[], bool] = lambda: False) -> list[int]:
+                   stop: Callable[[], bool] = lambda: False,
+                   ask: Optional[Callable[[list[Fingerprint], Optional[str]], list[Any]]] = None) -> list[int]:
     """Ask the planned keys batch by batch; ``score(indices, answers)`` consumes each batch; ``stop()`` curtails.
 
-    Returns the indices asked. The batching, progress bar and early stop are shared by every verifier.
+    ``ask`` defaults to the backend's greedy answers. Returns the indices asked. The batching, progress
+    bar and early stop are shared by every verifier.
     """
+    ask = ask or req.backend.answer
     by_index = {fp.index: fp for fp in req.fs}
     asked: list[int] = []
     step = req.batch_size if req.sequential else max(len(req.planned), 1)
     with tqdm(total=len(req.planned), desc="verifying", unit="key", leave=False) as bar:
         for start in range(0, len(req.planned), step):
             chunk = req.planned[start:start + step]
-            answers = req.backend.answer([by_index[i] for i in chunk], req.system_prompt)
+            answers = ask([by_index[i] for i in chunk], req.system_prompt)
             score(chunk, answers)
             asked += chunk
             bar.update(len(chunk))
@@ -102,17 +105,45 @@ def match_verifier(req: VerifyRequest) -> Outcome:
                           f"(best p-value 1e{best:.1f}); {need}")
     matched: list[int] = []
     n_asked = 0
+    hit, ask = _candidate_test(req) if req.match == "candidate" else (
+        lambda fp, a: answer_matches(fp, a, req.match), None)
 
     def score(indices: list[int], answers: list[Any]) -> None:
         nonlocal n_asked
         n_asked += len(indices)
-        matched.extend(i for i, a in zip(indices, answers) if answer_matches(by_index[i], a, req.match))
+        matched.extend(i for i, a in zip(indices, answers) if hit(by_index[i], a))
 
     def stop() -> bool:
         return sequential_decision(p_null, n_asked, len(matched), req.alpha) is not None
 
-    asked = ask_in_batches(req, score, stop)
+    asked = ask_in_batches(req, score, stop, ask)
     log10_p = log10_tail(p_null, len(matched))
     return Outcome(asked, sorted(matched), log10_p, "match" if log10_p <= math.log10(req.alpha) else "no match",
                    "exact Poisson-binomial tail of the per-key null bounds ≤ α",
                    f"min {min(p_null):.3g}, max {max(p_null):.3g} (floor {NULL_PROB_FLOOR:g})")
+
+
+def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, list[float]], bool], Callable]:
+    """``--match candidate``: the suspect puts our response's first token above the other Perinucleus candidates.
+
+    Generation drew the response uniformly among k recorded candidates with our secret randomness, so a
+    model not derived from ours ranks it first among them with probability exactly 1/k (ties count as
+    misses) — the same null bound as an exact match, while a copy whose fingerprint was diluted (merged,
+    averaged with another licensee's copy) still ranks it first long after greedy decoding stops saying it.
+    Needs the suspect's next-token probabilities, so local weights only.
+    """
+    if not hasattr(req.backend, "first_token_scores"):
+        raise ConfigError("--match candidate needs the suspect's weights (a local model); an endpoint answers "
+                          "text only: use --match exact")
+    if not all("candidates" in fp.meta for fp in req.fs):
+        raise ConfigError("this fingerprint set records no Perinucleus candidates (only sets made by the perinucleus "
+                          "or custom strategy with modelprint ≥ 0.2 do): use --match exact")
+
+    def ask(fps: list[Fingerprint], system_prompt: Optional[str]) -> list[list[float]]:
+        return req.backend.first_token_scores(fps, system_prompt, [fp.meta["candidates"] for fp in fps])
+
+    def hit(fp: Fingerprint, scores: list[float]) -> bool:
+        ours = fp.meta["candidates"].index(fp.response_ids[0])
+        return all(scores[ours] > s for j, s in enumerate(scores) if j != ours)
+
+    return hit, ask
