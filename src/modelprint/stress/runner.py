@@ -126,6 +126,17 @@ def _flag_stats(model: Any) -> dict[str, int]:
     return dict(stats) if isinstance(stats, dict) else {}
 
 
+def resolve_options(suite: Union[str, SuiteSpec], tasks: Optional[dict[str, int]], match: str,
+                    alpha: float) -> SuiteSpec:
+    """Check the decision options and resolve the suite (with ``tasks`` replacing its sizes) before any work."""
+    if match not in MATCH_MODES:
+        raise ModelprintError(f"unknown match mode '{match}' (known: {', '.join(MATCH_MODES)})")
+    if not 0.0 < alpha < 1.0:
+        raise ModelprintError(f"alpha must be in (0, 1), got {alpha}")
+    spec = suite if isinstance(suite, SuiteSpec) else resolve_suite(suite)
+    return dataclasses.replace(spec, tasks=dict(tasks)) if tasks is not None else spec
+
+
 def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, FingerprintSet], *,
            base: Union[str, Path, LoadedModel, None] = None, suite: Union[str, SuiteSpec] = "quick",
            out: Union[str, Path, None] = None, overwrite: bool = False, alpha: float = 1e-6, match: str = "exact",
@@ -133,13 +144,7 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
            fast: bool = False) -> StressReport:
     """Run ``suite`` on the fingerprinted ``model``; write ``out/report.json``, ``report.html`` and plots."""
     start = time.perf_counter()
-    if match not in MATCH_MODES:
-        raise ModelprintError(f"unknown match mode '{match}' (known: {', '.join(MATCH_MODES)})")
-    if not 0.0 < alpha < 1.0:
-        raise ModelprintError(f"alpha must be in (0, 1), got {alpha}")
-    spec = suite if isinstance(suite, SuiteSpec) else resolve_suite(suite)
-    if tasks is not None:
-        spec = dataclasses.replace(spec, tasks=dict(tasks))
+    spec = resolve_options(suite, tasks, match, alpha)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         if out_path.exists() and not out_path.is_dir():
