@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 def register(app: typer.Typer) -> None:
     @app.command("stress")
     def stress_cmd(
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Fingerprinted model: HF dir or embedded name."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Fingerprinted model: HF dir or embedded name "
+                                                                    "(with --schemes: the base model, default "
+                                                                    "smollm2-135m)."),
         fingerprints: Optional[Path] = typer.Option(None, "--fingerprints", "-f", help="Its fingerprint set file."),
         base: Optional[str] = typer.Option(None, "--base", help="Unmarked base model (default: the set's own, if "
                                                                 "it is an embedded model with the recorded hash)."),
@@ -28,6 +30,16 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed for key order, task samples and sampling."),
         record: bool = typer.Option(False, "--record", help="Record the run in the registry."),
         list_: bool = typer.Option(False, "--list", help="List stresses, attacks and suites, then exit."),
+        tasks: Optional[str] = typer.Option(None, "--tasks", help="Utility tasks and sizes instead of the suite's, "
+                                                                  "e.g. perplexity=16,piqa=8,answer-agreement=8."),
+        schemes: Optional[str] = typer.Option(None, "--schemes", help="Compare schemes side by side (comma list of "
+                                                                      "strategies): generate, embed and stress each "
+                                                                      "from --model; --out resumes."),
+        num_fingerprints: int = typer.Option(16, "--num-fingerprints", "-n", help="With --schemes: set size."),
+        embed_override: Optional[list[str]] = typer.Option(None, "--embed-override", help="With --schemes: recipe "
+                                                           "override key=value for every scheme (repeatable)."),
+        unrelated: Optional[str] = typer.Option(None, "--unrelated", help="With --schemes: an unrelated model, the "
+                                                                          "control for schemes that do not train."),
     ) -> None:
         """Stress a fingerprinted model: does verification survive, and does the model stay useful?"""
         from modelprint.errors import ConfigError
@@ -41,11 +53,20 @@ def register(app: typer.Typer) -> None:
             for name, s in SUITES.items():
                 console.print(f"suite [bold]{name}[/]: {', '.join(e.label for e in s.entries)}", highlight=False)
             return
+        from modelprint.stress.compare import parse_tasks
+
+        sizes = parse_tasks(tasks)
+        if schemes is not None:
+            if fingerprints is not None or record:
+                raise ConfigError("--schemes generates each scheme's set itself: drop --fingerprints and --record")
+            _compare(schemes, model, num_fingerprints, suite, out, sizes, seed, alpha, match, embed_override or [],
+                     unrelated, overwrite)
+            return
         if model is None or fingerprints is None:
             raise ConfigError("--model and --fingerprints are required")
         start = time.perf_counter()
         report = stress(model, fingerprints, base=base, suite=suite, out=out, overwrite=overwrite, alpha=alpha,
-                        match=match, seed=seed)
+                        match=match, seed=seed, tasks=sizes)
         typer.echo(format_table(report.data))
         if out is not None:
             typer.echo(f"report: {out / 'report.html'} ({time.perf_counter() - start:.0f} s)")
@@ -57,3 +78,19 @@ def register(app: typer.Typer) -> None:
                        "verdict_match": sum(r["verification"]["verdict"] == "match" for r in ok),
                        "min_rate": min((r["verification"]["rate"] for r in ok), default=None)}
             record_stress(model=str(model), suite=report.data["suite"], report_path=str(out or ""), summary=summary)
+
+
+def _compare(schemes: str, model: Optional[str], n: int, suite: str, out: Optional[Path], tasks, seed: int,
+             alpha: float, match: str, overrides: list[str], unrelated: Optional[str], overwrite: bool) -> None:
+    """``stress --schemes``: the side-by-side table, printed and written under ``out``."""
+    from modelprint.models import DEFAULT_MODEL
+    from modelprint.stress.compare import compare_schemes
+    from modelprint.stress.compare_report import format_comparison
+
+    start = time.perf_counter()
+    result = compare_schemes(schemes.split(","), model=model or DEFAULT_MODEL, num_fingerprints=n, suite=suite,
+                             out=out, tasks=tasks, seed=seed, alpha=alpha, match=match, embed_overrides=overrides,
+                             unrelated=unrelated, overwrite=overwrite)
+    typer.echo(format_comparison(result.data))
+    where = f"{out / 'comparison.html'}, " if out is not None else ""
+    typer.echo(f"comparison: {where}{time.perf_counter() - start:.0f} s")
