@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from modelprint.errors import ModelprintError
-from modelprint.stress.compare import compare_schemes, parse_tasks
+from modelprint.stress.compare import compare_schemes, parse_schemes, parse_tasks
 from modelprint.stress.compare_report import format_comparison
 
 SUITE = "quantize-int8,suppress-topk,system-prompt"
@@ -123,6 +123,10 @@ def test_bad_input_before_any_work(tiny, tmp_path, monkeypatch):
     assert parse_tasks("perplexity=16, piqa=8") == {"perplexity": 16, "piqa": 8}
     with pytest.raises(ModelprintError, match="task=N"):
         parse_tasks("perplexity")
+    assert parse_schemes(["perinucleus", " rofl:4"], 16) == {"perinucleus": 16, "rofl": 4}
+    for bad, match in ((["rofl:x"], "name:N"), (["rofl:0"], "≥ 1"), (["a", "a:3"], "twice")):
+        with pytest.raises(ModelprintError, match=match):
+            parse_schemes(bad, 16)
 
 
 def test_cli_bad_scheme_is_one_line(tmp_path):

@@ -50,6 +50,7 @@ class _Plan:
     """Everything validated before any work: strategies, recipes, suite and the settings that must not change."""
 
     strategies: list[Strategy]
+    sizes: dict[str, int]  # set size per scheme (``name:n`` overrides the common n)
     recipes: dict[str, Optional[EmbedConfig]]
     suite: SuiteSpec
     settings: dict[str, Any]
@@ -71,17 +72,29 @@ def parse_tasks(spec: Optional[str]) -> Optional[dict[str, int]]:
     return sizes
 
 
+def parse_schemes(schemes: Sequence[str], n: int) -> dict[str, int]:
+    """``["perinucleus", "rofl:4"]`` → set size per scheme (``name:n`` for a scheme too slow to make n of)."""
+    sizes: dict[str, int] = {}
+    for item in (s.strip() for s in schemes if s.strip()):
+        name, _, raw = item.partition(":")
+        if name in sizes:
+            raise ConfigError(f"scheme '{name}' is named twice")
+        try:
+            sizes[name] = int(raw) if raw else n
+        except ValueError:
+            raise ConfigError(f"scheme '{item}' is not of the form name or name:N") from None
+        if sizes[name] < 1:
+            raise ConfigError(f"scheme '{item}': the number of fingerprints must be ≥ 1")
+    if not sizes:
+        raise ConfigError("no schemes given (e.g. --schemes perinucleus,random-word)")
+    return sizes
+
+
 def _plan(schemes: Sequence[str], model: Union[str, Path, LoadedModel], n: int, suite: Union[str, SuiteSpec],
           tasks: Optional[dict[str, int]], seed: int, alpha: float, match: str, embed_overrides: Sequence[str],
           unrelated: Union[str, Path, LoadedModel, None]) -> _Plan:
-    names = [s.strip() for s in schemes if s.strip()]
-    if not names:
-        raise ConfigError("no schemes given (e.g. --schemes perinucleus,random-word)")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"a scheme is named twice in '{','.join(names)}'")
-    strategies = [get_strategy(s) for s in names]  # unknown name → one line listing the known ones
-    if n < 1:
-        raise ConfigError(f"the number of fingerprints must be ≥ 1, got {n}")
+    sizes = parse_schemes(schemes, n)
+    strategies = [get_strategy(s) for s in sizes]  # unknown name → one line listing the known ones
     spec = resolve_options(suite, tasks, match, alpha)
     for name in spec.tasks:
         get_task(name)
@@ -92,7 +105,7 @@ def _plan(schemes: Sequence[str], model: Union[str, Path, LoadedModel], n: int, 
                 "seed": seed, "alpha": alpha, "match": match, "embed_overrides": list(embed_overrides),
                 "unrelated": None if unrelated is None else
                 (unrelated.source if isinstance(unrelated, LoadedModel) else str(unrelated))}
-    return _Plan(strategies, recipes, spec, settings)
+    return _Plan(strategies, sizes, recipes, spec, settings)
 
 
 def _prepare_out(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
@@ -177,7 +190,8 @@ def _embed_cost(marked: LoadedModel, report: dict[str, Any], base: _BaseUtility,
 def _load_or_generate(strategy: Strategy, base: LoadedModel, path: Path, n: int, seed: int) -> FingerprintSet:
     if path.is_file():
         fs = load_fingerprints(path)
-        if (fs.strategy, len(fs), fs.seed, fs.model_hash) != (strategy.name, n, seed, base.model_hash):
+        asked = fs.params.get("num_fingerprints", len(fs))  # a scheme may keep fewer than asked (RoFL drops misses)
+        if (fs.strategy, asked, fs.seed, fs.model_hash) != (strategy.name, n, seed, base.model_hash):
             raise FingerprintFileError(f"'{path}' holds another set than this comparison asks for (delete it to "
                                        "regenerate)")
         return fs
@@ -197,7 +211,8 @@ def _control(strategy: Strategy, fs: FingerprintSet, base: LoadedModel, unrelate
         target, what = unrelated, "unrelated"
     else:
         return {"status": "skipped", "model": None,
-                "error": "intrinsic scheme: the base IS the marked model and no unrelated model was given (--unrelated)"}
+                "error": "intrinsic scheme: the base IS the marked model, and no unrelated model was given "
+                         "(--unrelated)"}
     if target.tokenizer_hash != fs.tokenizer_hash:
         return {"status": "skipped", "model": target.source,
                 "error": f"the {what} model tokenizes differently: it cannot be asked the keys token for token"}
@@ -212,7 +227,7 @@ def _run_scheme(strategy: Strategy, recipe: Optional[EmbedConfig], base: LoadedM
     seconds: dict[str, float] = {}
     sdir.mkdir(mode=0o700, exist_ok=True)  # holds the secret set
     t = time.perf_counter()
-    fs = _load_or_generate(strategy, base, sdir / "fingerprints.jsonl", s["n"], s["seed"])
+    fs = _load_or_generate(strategy, base, sdir / "fingerprints.jsonl", plan.sizes[strategy.name], s["seed"])
     seconds["generate"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -333,7 +348,8 @@ def compare_schemes(schemes: Sequence[str], *, model: Union[str, Path, LoadedMod
         data = {"format": "modelprint.stress.compare", "version": 1, "model": base.source,
                 "model_hash": base.model_hash, **{k: v for k, v in plan.settings.items() if k != "model"},
                 "columns": columns, "rows": rows, "seconds": time.perf_counter() - start,
-                "notes": {"cell": "verification rate (share of keys answered with their response; ASR = 1 − rate) and "
+                "notes": {"cell": "verification rate (share of keys answered with their response; ASR = 1 − rate) "
+                                  "and "
                                   "normalized utility; the verdict is verify's decision at alpha",
                           CONTROL: "must NOT verify: the unmarked base for schemes that train; for schemes that do not "
                                    "train (the marked model is the base) only an unrelated model is a valid control",
@@ -359,7 +375,7 @@ def _scheme_result(strategy: Strategy, plan: _Plan, base: LoadedModel, unrelated
     path = work / strategy.name / RESULT_FILE
     if path.is_file():
         done = json.loads(path.read_text())
-        if done.get("status") == "ok":
+        if done.get("status") == "ok" and done.get("n_requested") == plan.sizes[strategy.name]:
             log.info("%s: done before, read back", strategy.name)
             return done
     log.info("scheme %s: generate → embed → stress", strategy.name)
@@ -372,6 +388,7 @@ def _scheme_result(strategy: Strategy, plan: _Plan, base: LoadedModel, unrelated
         log.warning("scheme %s failed: %s", strategy.name, msg)
         result = {"status": "failed", "error": msg.splitlines()[0] if msg else type(exc).__name__, "seconds": {}}
     result["seconds"]["total"] = time.perf_counter() - t
+    result["n_requested"] = plan.sizes[strategy.name]
     (work / strategy.name).mkdir(mode=0o700, exist_ok=True)
     result = _clean(result)  # NaN → None, so a fresh result equals the one read back on resume
     write_json_atomic(path, result)

@@ -38,17 +38,17 @@ def format_comparison(data: dict[str, Any]) -> str:
     cols = data["columns"]
     width = max([6] + [len(r["scheme"]) for r in data["rows"]])
     heads = [_headers(c) for c in cols]
-    lines = [f"{'scheme':{width}} " + " ".join(f"{h[0]:>{CELL_WIDTH}}" for h in heads) + f" {'time':>7}",
-             f"{'':{width}} " + " ".join(f"{h[1]:>{CELL_WIDTH}}" for h in heads)]
+    lines = [f"{'scheme':{width}} {'n':>3} " + " ".join(f"{h[0]:>{CELL_WIDTH}}" for h in heads) + f" {'time':>7}",
+             f"{'':{width}} {'':>3} " + " ".join(f"{h[1]:>{CELL_WIDTH}}" for h in heads)]
     for r in data["rows"]:
         total = r.get("seconds", {}).get("total")
         t = f"{total / 60:6.1f}m" if total is not None else f"{'':>7}"
         if r["status"] != "ok":
             lines.append(f"{r['scheme']:{width}} failed: {r.get('error', '')}")
             continue
-        lines.append(f"{r['scheme']:{width}} " + " ".join(f"{format_cell(r['cells'][c['id']]):>{CELL_WIDTH}}"
-                                                          for c in cols) + f" {t}")
-    lines.append("cell = verification rate / normalized utility; * = verify says match at "
+        lines.append(f"{r['scheme']:{width}} {r['n_fingerprints']:>3} "
+                     + " ".join(f"{format_cell(r['cells'][c['id']]):>{CELL_WIDTH}}" for c in cols) + f" {t}")
+    lines.append("n = fingerprints in the set; cell = verification rate / normalized utility; * = verify says match at "
                  f"alpha={data['alpha']:g} (in 'control' a false positive); '-' = utility not measured")
     lines.append("control: unmarked base (or an unrelated model for schemes that do not train), must not verify; "
                  "none: marked model, utility vs the base (embedding cost); other columns: utility vs the marked model")
@@ -96,7 +96,7 @@ def plot_comparison(data: dict[str, Any], path: Path) -> None:
     ax.set_xlabel(f"normalized utility (★ unstressed: marked vs base; others: stressed vs marked; > {X_MAX} drawn "
                   f"at {X_MAX})")
     ax.set_ylabel("verification rate (1 − ASR)")
-    ax.set_title(f"fingerprint schemes under stress suite {data['suite'][:30]} ({data['n']} fingerprints each); "
+    ax.set_title(f"fingerprint schemes under stress suite {data['suite'][:30]}; "
                  f"green: both ≥ {ACCEPT:.0%}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -113,7 +113,8 @@ def render_comparison_html(data: dict[str, Any]) -> str:
            ".m{background:#dfd}.x{background:#fdd}.f{background:#eee}th{font-size:11px;max-width:9em}</style>"
            "</head><body>",
            f"<h1>Fingerprint schemes side by side — stress suite {e(data['suite'][:80])}</h1>",
-           f"<p>base {e(str(data['model']))} ({e(data['model_hash'][:19])}…), {data['n']} fingerprints per scheme, "
+           f"<p>base {e(str(data['model']))} ({e(data['model_hash'][:19])}…), {data['n']} fingerprints per scheme "
+           "unless its row says otherwise, "
            f"α = {data['alpha']:g}, match {e(data['match'])}, seed {data['seed']}, tasks "
            f"{e(', '.join(f'{k}={v}' for k, v in data['tasks'].items()))}, {data['seconds'] / 60:.1f} min.</p>",
            "<p>" + "<br>".join(f"<b>{e(k)}</b>: {e(v)}" for k, v in data["notes"].items()) + "</p>",
@@ -121,13 +122,13 @@ def render_comparison_html(data: dict[str, Any]) -> str:
            "(in the control column red is the desired outcome).</p>",
            "<img src='leaderboard.png' alt='leaderboard'>",
            "<table><tr><th>scheme</th>" + "".join(f"<th>{e(c['label'])}</th>" for c in cols)
-           + "<th>minutes</th></tr>"]
+           + "<th>n</th><th>minutes</th></tr>"]
     for r in data["rows"]:
         link = f"<a href='{e(r['scheme'])}/report/report.html'>{e(r['scheme'])}</a>" if r["status"] == "ok" \
             else e(r["scheme"])
         total = r.get("seconds", {}).get("total")
         if r["status"] != "ok":
-            out.append(f"<tr class='f'><td>{link}</td><td colspan='{len(cols) + 1}' style='text-align:left'>failed: "
+            out.append(f"<tr class='f'><td>{link}</td><td colspan='{len(cols) + 2}' style='text-align:left'>failed: "
                        f"{e(r.get('error', ''))}</td></tr>")
             continue
         cells = []
@@ -137,8 +138,9 @@ def render_comparison_html(data: dict[str, Any]) -> str:
             title = e(cell.get("error", "")) if cell.get("status") != "ok" else \
                 f"ASR {_f(cell['asr'])}, log10 p {_f(cell['log10_p'], '{:.1f}')}, {cell['matches']}/{cell['n']}"
             cells.append(f"<td class='{cls}' title='{title}'>{e(format_cell(cell))}</td>")
+        minutes = _f(total / 60 if total is not None else None, "{:.1f}")
         out.append(f"<tr><td>{link}<br><small>{e(r['source'][:60])}</small></td>" + "".join(cells)
-                   + f"<td>{_f(total / 60 if total is not None else None, '{:.1f}')}</td></tr>")
+                   + f"<td>{r['n_fingerprints']}</td><td>{minutes}</td></tr>")
     out.append("</table></body></html>")
     return "\n".join(out)
 
