@@ -55,6 +55,8 @@ def generate(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, out: Optional
                                 response_ids=list(c.response_ids), null_prob=c.null_prob, meta=c.meta)
                     for i, (key, c) in enumerate(zip(keys, choices))]
     params = config.model_dump(exclude={"seed", "batch_size", "keys_file", "system_prompt", "strategy"})
+    # what was made, in tokens (response_length is what was asked; a watermark picks its own dozens of tokens)
+    params["response_tokens"] = max(len(c.response_ids) for c in choices)
     fs = FingerprintSet(strategy=strategy.name, params=params, seed=config.seed, model_source=lm.source,
                         model_hash=lm.model_hash, tokenizer_hash=lm.tokenizer_hash, fingerprints=fingerprints,
                         system_prompt=config.system_prompt)
