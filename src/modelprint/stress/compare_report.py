@@ -86,10 +86,13 @@ def plot_comparison(data: dict[str, Any], path: Path) -> None:
             ax.scatter([x + jitter], [cell["rate"] + jitter], marker=MARKERS.get(kinds.get(cid, "stress"), "o"), s=90 if
                        cid == "none" else 45, facecolors=colour if measured else "none", edgecolors=colour,
                        alpha=0.85, zorder=3)
+            if cell["verdict"] != "match":
+                ax.scatter([x + jitter], [cell["rate"] + jitter], marker="x", s=20, color="black", zorder=4)
     ax.axvspan(ACCEPT, right, ymin=(ACCEPT + 0.05) / 1.1, ymax=1.0, color="tab:green", alpha=0.10)
     handles += [Line2D([], [], color="grey", marker=m, ls="", label=k) for k, m in MARKERS.items()]
     handles.append(Line2D([], [], color="grey", marker="o", ls="", markerfacecolor="none",
                           label="utility not measured (at 1.0)"))
+    handles.append(Line2D([], [], color="black", marker="x", ls="", label=f"no match at α={data['alpha']:g}"))
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     ax.set_xlim(0.0, right)
     ax.set_ylim(-0.05, 1.05)
