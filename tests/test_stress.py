@@ -238,3 +238,15 @@ def test_cli_errors_are_one_line():
                            "--suite", "nope"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "error:" in proc.stderr and "unknown stress" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_published_weights_are_verified_white_box_with_candidate_matching(tiny):
+    """--match auto: a row whose host publishes weights asks the weights (LocalBackend); served rows ask text."""
+    from modelprint.stress.registry import SCOPE_DECODING, SCOPE_WEIGHTS, Stressed
+    from modelprint.stress.runner import verification_backend
+    from modelprint.verify.backends import LocalBackend
+
+    served = object()
+    assert isinstance(verification_backend(Stressed(tiny, served, SCOPE_WEIGHTS), "auto"), LocalBackend)
+    assert verification_backend(Stressed(tiny, served, SCOPE_WEIGHTS), "exact") is served
+    assert verification_backend(Stressed(tiny, served, SCOPE_DECODING), "candidate") is served

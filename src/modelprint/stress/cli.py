@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (report.json/html, PNGs)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report directory."),
         alpha: float = typer.Option(1e-6, "--alpha", help="False-positive level of verify's decision."),
-        match: str = typer.Option("exact", "--match", help="exact (whole response) | prefix (first token)."),
+        match: str = typer.Option("exact", "--match", help="exact (whole response) | prefix (first token) | "
+                                  "auto/candidate (rows whose host publishes weights are verified white-box by "
+                                  "candidate ranking, served rows by text)."),
         seed: int = typer.Option(0, "--seed", help="Seed for key order, task samples and sampling."),
         record: bool = typer.Option(False, "--record", help="Record the run in the registry."),
         list_: bool = typer.Option(False, "--list", help="List stresses, attacks and suites, then exit."),

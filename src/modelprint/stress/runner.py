@@ -23,8 +23,10 @@ from modelprint.fingerprints import FingerprintSet
 from modelprint.models import EMBEDDED_MODELS, LoadedModel, load_model
 from modelprint.stress import attacks, stresses  # noqa: F401  (register the plug-ins)
 from modelprint.stress.decoding import GenerationBackend
-from modelprint.stress.registry import SCOPE_DECODING, SCOPE_RENDERING, StressContext, Stressed, get_stress
+from modelprint.stress.registry import (SCOPE_DECODING, SCOPE_RENDERING, SCOPE_WEIGHTS, StressContext, Stressed,
+                                        get_stress)
 from modelprint.stress.suites import SuiteSpec, resolve_suite
+from modelprint.verify.backends import LocalBackend
 from modelprint.verify.core import MATCH_MODES, as_fingerprint_set, verify
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,15 @@ def _default_base(fs: FingerprintSet) -> Optional[LoadedModel]:
     except ModelprintError:
         return None
     return base if base.model_hash == fs.model_hash else None
+
+
+def verification_backend(stressed: Stressed, match: str) -> Any:
+    """Who answers the keys: the host's serving path, or — with ``--match auto|candidate`` — the weights
+    themselves when the host publishes them (weights scope: merged, quantized, pruned copies), since an owner
+    holding a published copy can rank the Perinucleus candidates white-box."""
+    if match in ("auto", "candidate") and stressed.scope == SCOPE_WEIGHTS:
+        return LocalBackend(stressed.model)
+    return stressed.backend
 
 
 def _verification(backend: Any, fs: FingerprintSet, alpha: float, match: str, seed: int) -> dict[str, Any]:
@@ -163,7 +174,8 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
     sizes = dict(spec.tasks)
     n_agree = sizes.pop(AGREEMENT, 0)
     log.info("baseline: verifying and evaluating the unstressed model")
-    base_verify = _verification(GenerationBackend(marked, "none"), fs, alpha, match, seed)
+    unstressed = Stressed(marked, GenerationBackend(marked, "none"), SCOPE_WEIGHTS)
+    base_verify = _verification(verification_backend(unstressed, match), fs, alpha, match, seed)
     baseline = run_tasks(marked, list(sizes), sizes, seed, progress=progress) if sizes else {}
     reference = None
     if n_agree:
@@ -187,7 +199,7 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
             row["scope"] = stressed.scope
             row["scope_text"] = SCOPE_TEXT[stressed.scope]
             before = _flag_stats(stressed.model)
-            row["verification"] = _verification(stressed.backend, fs, alpha, match, seed)
+            row["verification"] = _verification(verification_backend(stressed, match), fs, alpha, match, seed)
             mid = _flag_stats(stressed.model)
             row["utility"], row["utility_mean"] = _utility(stressed, baseline, sizes, reference, seed, progress)
             after = _flag_stats(stressed.model)
