@@ -97,7 +97,9 @@ def ask_in_batches(req: VerifyRequest, score: Callable[[list[int], list[Any]], N
 def match_verifier(req: VerifyRequest) -> Outcome:
     """Count keys answered with their response; p-value = exact Poisson-binomial tail of the per-key null bounds."""
     by_index = {fp.index: fp for fp in req.fs}
-    p_null = [max(by_index[i].null_prob, NULL_PROB_FLOOR) for i in req.planned]
+    hit, ask = _candidate_test(req) if req.match == "candidate" else (
+        lambda fp, a: answer_matches(fp, a, req.match), None)
+    p_null = [max(_null_prob(by_index[i], req.match), NULL_PROB_FLOOR) for i in req.planned]
     best = log10_tail(p_null, len(p_null))
     if best > math.log10(req.alpha):
         need = "raise --max-queries" if req.budget_limited else "use a larger fingerprint set"
@@ -105,8 +107,6 @@ def match_verifier(req: VerifyRequest) -> Outcome:
                           f"(best p-value 1e{best:.1f}); {need}")
     matched: list[int] = []
     n_asked = 0
-    hit, ask = _candidate_test(req) if req.match == "candidate" else (
-        lambda fp, a: answer_matches(fp, a, req.match), None)
 
     def score(indices: list[int], answers: list[Any]) -> None:
         nonlocal n_asked
@@ -121,6 +121,13 @@ def match_verifier(req: VerifyRequest) -> Outcome:
     return Outcome(asked, sorted(matched), log10_p, "match" if log10_p <= math.log10(req.alpha) else "no match",
                    "exact Poisson-binomial tail of the per-key null bounds ≤ α",
                    f"min {min(p_null):.3g}, max {max(p_null):.3g} (floor {NULL_PROB_FLOOR:g})")
+
+
+def _null_prob(fp: Fingerprint, match: str) -> float:
+    """The per-key null bound: what generation recorded; for candidate ranking, 1/(number of candidates)."""
+    if match == "candidate":
+        return max(fp.null_prob, 1.0 / len(fp.meta["candidates"]))
+    return fp.null_prob
 
 
 def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, list[float]], bool], Callable]:
