@@ -48,16 +48,18 @@ def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, 
     t2 = time.perf_counter()
     marked = load_model(marked_dir)
     # exact: what any endpoint allows; candidate: ranking with the weights in hand (same 1/k null bound)
-    records = {f"{name} ({mode})": verify(suspect, fs, match=mode)
-               for name, suspect in (("fingerprinted", marked), ("base", base)) for mode in ("exact", "candidate")}
+    records = {name: {mode: verify(suspect, fs, match=mode) for mode in ("exact", "candidate")}
+               for name, suspect in (("fingerprinted", marked), ("base", base))}
     timings["verify"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
 
     table = Table(title="modelprint demo")
     for col in ("suspect", "keys asked", "matched", "p-value", "verdict"):
         table.add_column(col)
-    for name, r in records.items():
-        table.add_row(name, f"{r.n_asked}/{r.n_planned}", str(r.matches), format_p(r.log10_p_value), r.verdict)
+    for name, by_mode in records.items():
+        for mode, r in by_mode.items():
+            table.add_row(f"{name} ({mode})", f"{r.n_asked}/{r.n_planned}", str(r.matches), format_p(r.log10_p_value),
+                          r.verdict)
     console.print(table)
     if result.utility:
         rel = result.utility["relative"]
@@ -66,7 +68,9 @@ def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, 
                       f"answer agreement with the base model {rel['answer_agreement']:.1%}")
     console.print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     summary = {"retention": result.retention, "epochs": result.epochs, "utility": result.utility,
-               "verify": {k: r.to_json() for k, r in records.items()}, "seconds": timings}
+               "verify": {name: {mode: r.to_json() for mode, r in by_mode.items()} for name, by_mode in records.items()},
+               "passed": all(r.verdict == "match" for r in records["fingerprinted"].values())
+               and all(r.verdict == "no match" for r in records["base"].values()), "seconds": timings}
     write_json_atomic(out / "demo.json", summary)
     return summary
 
@@ -82,5 +86,4 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run generate → embed → verify on the embedded SmolLM2-135M and print what happened."""
         summary = run_demo(out, model, num_fingerprints, overwrite, seed)
-        ok = summary["verify"]["fingerprinted"]["verdict"] == "match" and summary["verify"]["base"]["verdict"] != "match"
-        raise typer.Exit(0 if ok else 1)
+        raise typer.Exit(0 if summary["passed"] else 1)
