@@ -29,7 +29,9 @@ from modelprint.io import atomic_directory, write_json_atomic
 from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
 from modelprint.stress.decoding import GenerationBackend
 from modelprint.stress.report import _clean
-from modelprint.stress.runner import AGREEMENT, StressReport, _normalized, _verification, resolve_options, stress
+from modelprint.stress.registry import SCOPE_WEIGHTS, Stressed
+from modelprint.stress.runner import (AGREEMENT, StressReport, _normalized, _verification, resolve_options, stress,
+                                      verification_backend)
 from modelprint.stress.suites import SuiteSpec
 
 log = logging.getLogger(__name__)
@@ -216,7 +218,9 @@ def _control(strategy: Strategy, fs: FingerprintSet, base: LoadedModel, unrelate
     if target.tokenizer_hash != fs.tokenizer_hash:
         return {"status": "skipped", "model": target.source,
                 "error": f"the {what} model tokenizes differently: it cannot be asked the keys token for token"}
-    cell = _verification(GenerationBackend(target, "none"), fs, alpha, match, seed)
+    # asked the way the marked model's unstressed row is asked (white-box with --match auto|candidate)
+    unstressed = Stressed(target, GenerationBackend(target, "none"), SCOPE_WEIGHTS)
+    cell = _verification(verification_backend(unstressed, match), fs, alpha, match, seed)
     return {"status": "ok", "model": what, "verification": cell}
 
 
