@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional, Protocol
 from modelprint.errors import ModelprintError
 from modelprint.models import LoadedModel
 from modelprint.evaluation.results import TaskResult
+from modelprint.plugins import lookup
 
 
 class TaskFn(Protocol):
@@ -57,7 +58,4 @@ def register_task(spec: TaskSpec) -> Callable[[TaskFn], TaskFn]:
 
 def get_task(name: str) -> TaskSpec:
     """The registered task ``name``, or a one-line error listing the known ones."""
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise ModelprintError(f"unknown evaluation task '{name}' (known: {', '.join(sorted(TASKS))})") from None
+    return lookup(TASKS, name, "evaluation task", ModelprintError)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional, Protocol, Sequence
 
-from modelprint.errors import ConfigError
 from modelprint.models import LoadedModel
+from modelprint.plugins import lookup
 
 
 @dataclasses.dataclass
@@ -60,8 +60,4 @@ def load_plugins() -> None:
 def get_strategy(name: str) -> Strategy:
     load_plugins()
 
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        known = ", ".join(sorted(STRATEGIES))
-        raise ConfigError(f"unknown strategy '{name}' (known: {known})") from None
+    return lookup(STRATEGIES, name, "strategy")

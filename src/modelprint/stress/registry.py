@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from modelprint.errors import ModelprintError
 from modelprint.fingerprints import FingerprintSet
 from modelprint.models import LoadedModel
+from modelprint.plugins import lookup
 
 #: what a row's utility numbers mean (written into the report next to each row)
 SCOPE_WEIGHTS = "weights"      # every task re-run on the transformed model
@@ -95,7 +96,4 @@ def register(name: str, kind: str = "stress") -> Callable[[StressFn], StressFn]:
 
 def get_stress(name: str) -> StressSpec:
     """The plug-in ``name`` or one line listing the known ones."""
-    try:
-        return STRESSES[name]
-    except KeyError:
-        raise ModelprintError(f"unknown stress or attack '{name}' (known: {', '.join(sorted(STRESSES))})") from None
+    return lookup(STRESSES, name, "stress or attack", ModelprintError)

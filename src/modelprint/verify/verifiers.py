@@ -18,6 +18,7 @@ from modelprint.errors import ConfigError
 from modelprint.fingerprints import Fingerprint, FingerprintSet
 from modelprint.verify.backends import Backend, answer_matches
 from modelprint.verify.stats import log10_tail, sequential_decision
+from modelprint.plugins import lookup
 
 NULL_PROB_FLOOR = 1e-4  # no key is ever credited with a null match chance below this
 
@@ -63,10 +64,7 @@ def register_verifier(name: str) -> Callable[[VerifierFn], VerifierFn]:
 
 
 def get_verifier(name: str) -> VerifierFn:
-    try:
-        return VERIFIERS[name]
-    except KeyError:
-        raise ConfigError(f"unknown verifier '{name}' (known: {', '.join(sorted(VERIFIERS))})") from None
+    return lookup(VERIFIERS, name, "verifier")
 
 
 def ask_in_batches(req: VerifyRequest, score: Callable[[list[int], list[Any]], None],
