@@ -14,7 +14,7 @@ from modelprint.errors import ConfigError, FingerprintFileError
 from modelprint.fingerprints import FingerprintSet, load_fingerprints
 from modelprint.models import LoadedModel, load_model
 from modelprint.verify.backends import Backend, LocalBackend
-from modelprint.verify.verifiers import NULL_PROB_FLOOR, VerifyRequest, get_verifier  # noqa: F401
+from modelprint.verify.verifiers import VerifyRequest, get_verifier, records_candidates
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ def resolve_match(match: str, backend: Backend, fs: FingerprintSet) -> str:
     that records its Perinucleus candidates, else ``exact``."""
     if match != "auto":
         return match
-    has_candidates = all("candidates" in fp.meta for fp in fs)
-    return "candidate" if has_candidates and hasattr(backend, "first_token_scores") else "exact"
+    return "candidate" if records_candidates(fs) and hasattr(backend, "first_token_scores") else "exact"
 
 
 def verifier_for(fs: FingerprintSet) -> str:

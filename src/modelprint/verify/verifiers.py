@@ -121,6 +121,11 @@ def match_verifier(req: VerifyRequest) -> Outcome:
                    f"min {min(p_null):.3g}, max {max(p_null):.3g} (floor {NULL_PROB_FLOOR:g})")
 
 
+def records_candidates(fs: FingerprintSet) -> bool:
+    """Whether generation recorded every fingerprint's Perinucleus candidates (what candidate ranking needs)."""
+    return all("candidates" in fp.meta for fp in fs)
+
+
 def _null_prob(fp: Fingerprint, match: str) -> float:
     """The per-key null bound: what generation recorded; for candidate ranking, 1/(number of candidates)."""
     if match == "candidate":
@@ -140,7 +145,7 @@ def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, list[flo
     if not hasattr(req.backend, "first_token_scores"):
         raise ConfigError("--match candidate needs the suspect's weights (a local model); an endpoint answers "
                           "text only: use --match exact")
-    if not all("candidates" in fp.meta for fp in req.fs):
+    if not records_candidates(req.fs):
         raise ConfigError("this fingerprint set records no Perinucleus candidates (only sets made by the perinucleus "
                           "or custom strategy with modelprint ≥ 0.2 do): use --match exact")
 
