@@ -6,13 +6,17 @@ devices, so a task is a few lines of data handling and runs alike on CPU and GPU
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from modelprint.models import LoadedModel
+from modelprint.prefix_cache import prefill, with_cache
 from modelprint.prompts import pad_left
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +96,10 @@ def loglikelihoods(model: LoadedModel, requests: Sequence[tuple[Sequence[int], S
     return [o for o in out if o is not None]
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
 def _stop_ids(model: LoadedModel) -> set[int]:
     ids: set[int] = set()
     eos = getattr(getattr(model.model, "generation_config", None), "eos_token_id", None)
@@ -140,17 +148,25 @@ def choice_loglikelihoods(model: LoadedModel, items: Sequence[tuple[Sequence[int
 
     The context runs once and its KV cache is repeated for the options, so a
     4-option question costs one context pass instead of four (MMLU contexts are
-    long). Falls back to :func:`loglikelihoods` for models whose cache cannot
-    be repeated; results equal that function's up to float rounding.
+    long). The cache is built explicitly (``modelprint.prefix_cache``), never
+    taken from a forward pass's output. Falls back to :func:`loglikelihoods`
+    for models whose cache cannot be built or repeated (a quantized or foreign
+    architecture); results equal that function's up to float rounding.
     """
     out: list[list[LogLikelihood]] = []
+    fallback_logged = False
     with progress_bar(len(items), desc, progress) as bar:
         for ctx, conts in items:
             if not conts or any(not c for c in conts):
                 raise ValueError("every item needs at least one non-empty continuation")
             try:
                 out.append(_shared_context(model, list(ctx), [list(c) for c in conts]))
-            except (AttributeError, NotImplementedError, TypeError):
+            except (AttributeError, NotImplementedError, TypeError, ValueError, RuntimeError) as exc:
+                if _is_out_of_memory(exc):
+                    raise
+                if not fallback_logged:
+                    log.debug("shared-context scoring failed (%s); scoring options one by one", type(exc).__name__)
+                    fallback_logged = True
                 out.append(loglikelihoods(model, [(ctx, c) for c in conts], progress=False))
             bar.update(1)
     return out
@@ -160,9 +176,7 @@ def _shared_context(model: LoadedModel, ctx: list[int], conts: list[list[int]]) 
     width = max(len(c) for c in conts)
     ctx = ctx[-max(1, _max_length(model) - width):]
     dev = model.device
-    first = model.model(input_ids=torch.tensor([ctx], device=dev), use_cache=True)
-    past = first.past_key_values
-    past.batch_repeat_interleave(len(conts))
+    cache, last = prefill(model.model, ctx, len(conts), dev)
     pad_id = model.tokenizer.pad_token_id or 0
     ids = torch.full((len(conts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(conts), len(ctx) + width), dtype=torch.long)
@@ -170,9 +184,8 @@ def _shared_context(model: LoadedModel, ctx: list[int], conts: list[list[int]]) 
     for row, c in enumerate(conts):
         ids[row, : len(c)] = torch.tensor(c)
         mask[row, len(ctx): len(ctx) + len(c)] = 1
-    logits = model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), past_key_values=past,
-                         use_cache=False).logits
-    head = first.logits[0, -1:].float()
+    logits = model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), **with_cache(cache)).logits
+    head = last[None].float()
     results = []
     for row, c in enumerate(conts):
         span = torch.cat([head, logits[row, : len(c) - 1].float()]).log_softmax(-1)

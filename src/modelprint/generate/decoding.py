@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 
 from modelprint.models import LoadedModel
+from modelprint.prefix_cache import prefill, with_cache
 from modelprint.prompts import pad_left
 
 
@@ -32,8 +33,6 @@ def next_token_probs(lm: LoadedModel, prompts: Sequence[Sequence[int]]) -> torch
     role markers); it is computed once and its KV cache reused for the batch,
     and the right-padded suffixes are read at each row's last real position.
     """
-    from transformers import DynamicCache
-
     shared = common_prefix_length(prompts)
     suffixes = [list(p[shared:]) for p in prompts]
     width = max(len(s) for s in suffixes)
@@ -43,14 +42,8 @@ def next_token_probs(lm: LoadedModel, prompts: Sequence[Sequence[int]]) -> torch
     for row, suffix in enumerate(suffixes):
         ids[row, :len(suffix)] = torch.tensor(suffix)
         mask[row, shared:shared + len(suffix)] = 1
-    cache = None
-    if shared:
-        cache = DynamicCache(config=lm.model.config)
-        lm.model(input_ids=torch.tensor([list(prompts[0][:shared])], device=lm.device), past_key_values=cache,
-                 use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(len(prompts))
-    logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), past_key_values=cache,
-                      use_cache=cache is not None).logits
+    cache = prefill(lm.model, list(prompts[0][:shared]), len(prompts), lm.device)[0] if shared else None
+    logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **with_cache(cache)).logits
     last = torch.tensor([len(s) - 1 for s in suffixes], device=logits.device)
     picked = logits[torch.arange(len(prompts), device=logits.device), last]
     return torch.softmax(picked.float(), dim=-1).cpu()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from modelprint.models import LoadedModel
+from modelprint.prefix_cache import prefill, with_cache
 from modelprint.prompts import encode_prompt, render_prompt
 
 log = logging.getLogger(__name__)
@@ -116,17 +117,9 @@ def _evaluate(lm: LoadedModel, fr: Frame, prompts: list[list[int]],
 
     The template prefix is computed once and its KV cache shared; logits only at the target positions.
     """
-    from transformers import DynamicCache
-
-    cache = None
-    if fr.prefix:
-        cache = DynamicCache(config=lm.model.config)
-        lm.model(input_ids=torch.tensor([fr.prefix], device=lm.device), past_key_values=cache, use_cache=True,
-                 logits_to_keep=1)
-        cache.batch_repeat_interleave(len(prompts))
+    cache = prefill(lm.model, fr.prefix, len(prompts), lm.device)[0] if fr.prefix else None
     rows = torch.tensor([p + fr.suffix + target for p in prompts], device=lm.device)
-    logits = lm.model(input_ids=rows, past_key_values=cache, use_cache=cache is not None,
-                      logits_to_keep=len(target) + 1).logits[:, :-1].float()
+    logits = lm.model(input_ids=rows, logits_to_keep=len(target) + 1, **with_cache(cache)).logits[:, :-1].float()
     goal = torch.tensor(target, device=lm.device).expand(len(prompts), -1)
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), goal, reduction="none").mean(dim=1)
     hits = (logits.argmax(dim=-1) == goal).all(dim=1)
