@@ -93,7 +93,7 @@ def redact_url(url: str) -> str:
 
 
 def _quiet_client_loggers() -> None:
-    for name in ("openai", "httpx", "httpx2", "httpcore"):
+    for name in ("httpx", "httpcore"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.WARNING:
             logger.setLevel(logging.WARNING)
