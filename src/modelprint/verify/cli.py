@@ -24,7 +24,7 @@ MATCH_HELP = ("auto (candidate with local weights when the set records its Perin
 
 TOKENIZER_HELP = ("--api completions: the set's tokenizer (embedded name or HF directory) to render keys with its "
                   "chat template (default: the set's own model, when it loads here)")
-TIMEOUT_HELP = "Seconds per try of each request to the endpoint (up to 5 tries)."
+TIMEOUT_HELP = "Seconds per try of each request to the endpoint (a timed-out request is tried once more)."
 
 
 def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optional[str], served_model: Optional[str],

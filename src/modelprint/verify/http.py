@@ -2,12 +2,12 @@
 
 Keys go out greedily (temperature 0) with a few tokens more than the response
 needs, a bounded number at a time, over plain httpx so that every limit is
-ours: each try of a request ends within ``timeout`` seconds (connect, every
-read, and the whole body), a body larger than ``max_response_bytes`` is refused
-without being read into memory, and 408/409/429/5xx, timeouts and dropped
+ours: each try of a request ends within about ``timeout`` seconds (connect,
+every read, and the whole body), a body larger than ``max_response_bytes`` is
+refused without being read into memory, and 408/409/429/5xx and dropped
 connections are retried ``max_retries`` times with exponential backoff
-(honouring a short ``Retry-After``). An endpoint that never answers therefore
-fails within about ``timeout × (max_retries + 1)`` seconds.
+(honouring a short ``Retry-After``), a timeout once. An endpoint that never
+answers therefore fails within about two timeouts.
 
 Every failure becomes a one-line :class:`~modelprint.errors.ModelprintError`
 that names the endpoint and the HTTP status, never a key, a response or the
@@ -43,6 +43,7 @@ DEFAULT_MAX_RETRIES = 4
 MAX_RESPONSE_BYTES = 1 << 20  # a completion of a few tokens is a few hundred bytes
 RETRY_STATUSES = frozenset({408, 409, 429})
 MAX_BACKOFF = 8.0  # seconds between tries, whatever Retry-After asks
+MAX_TIMEOUT_TRIES = 2  # an endpoint silent for a whole timeout is rarely back a moment later
 
 
 class EndpointError(ModelprintError):
@@ -213,37 +214,43 @@ class HttpBackend:
         import httpx
 
         tries = self.max_retries + 1
+        timed_out = 0
         for attempt in range(tries):
             last = attempt == tries - 1
             deadline = time.monotonic() + self.timeout
+            retry_after: Optional[str] = None
             try:
                 with self.client.stream(method, path, json=payload) as response:
                     status = response.status_code
                     if status in RETRY_STATUSES or status >= 500:
-                        if not last:
-                            time.sleep(_retry_delay(attempt, response.headers.get("retry-after")))
-                            continue
+                        if last:
+                            raise self._refused(status, what)
+                        retry_after = response.headers.get("retry-after") or ""
+                    elif status >= 400 or status < 200:
                         raise self._refused(status, what)
-                    if status >= 400 or status < 200:
-                        raise self._refused(status, what)
-                    raw = self._read_capped(response, deadline)
+                    else:
+                        raw = self._read_capped(response, deadline)
             except ModelprintError:
                 raise
             except _TooLarge:
                 raise MalformedResponseError(f"endpoint {self.safe_url} sent more than "
                                              f"{self.max_response_bytes} bytes in answer to {what}") from None
             except (httpx.TimeoutException, _TryTimedOut):
-                if not last:
+                timed_out += 1
+                if not last and timed_out < MAX_TIMEOUT_TRIES:
                     time.sleep(_retry_delay(attempt, None))
                     continue
                 raise EndpointUnreachableError(f"endpoint {self.safe_url} is unreachable (timed out during {what}: "
-                                               f"{tries} tries of {self.timeout:g} s)") from None
+                                               f"{timed_out} tries of {self.timeout:g} s)") from None
             except httpx.HTTPError as exc:
                 if isinstance(exc, httpx.TransportError) and not last:
                     time.sleep(_retry_delay(attempt, None))
                     continue
                 raise EndpointUnreachableError(f"endpoint {self.safe_url} is unreachable "
                                                f"(connection failed during {what})") from None
+            if retry_after is not None:  # a retryable status, the response closed: wait, then try again
+                time.sleep(_retry_delay(attempt, retry_after))
+                continue
             try:
                 return json.loads(raw)
             except (ValueError, UnicodeDecodeError):
