@@ -8,6 +8,7 @@ Hugging Face directory into the cache (atomically) and load that from then on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -214,6 +215,35 @@ def prepare_tokenizer(tokenizer) -> object:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+def load_tokenizer(spec: Union[str, Path]) -> object:
+    """Only the tokenizer of a model name, directory or cached hub id (no weights: cheap once resolved)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_dir(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelLoadError(f"the tokenizer of '{spec}' could not be loaded ({type(exc).__name__})") from None
+    return prepare_tokenizer(tokenizer)
+
+
+@functools.lru_cache(maxsize=8)
+def matching_tokenizer(spec: str, expected_hash: str) -> Optional[object]:
+    """The tokenizer of ``spec`` when it loads here (offline) and hashes to ``expected_hash``; else None.
+
+    Used where a set's own tokenizer is needed without its model (rendering keys
+    for an endpoint, re-tokenizing a text answer); the hash makes sure it is the
+    tokenizer (and chat template) the set was made with, not a namesake.
+    """
+    if not spec or not expected_hash:
+        return None
+    try:
+        tokenizer = load_tokenizer(spec)
+    except Exception:  # noqa: BLE001 - "not available here" is the answer, whatever the reason
+        return None
+    return tokenizer if tokenizer_hash(tokenizer) == expected_hash else None
 
 
 def load_model(

@@ -7,11 +7,20 @@ and answers are decoded with ``skip_special_tokens``, so asking a key over HTTP
 gives the text of exactly the ids local verification would compare.
 
 Requests and responses are never logged (they may be secret keys).
+
+Whoever can reach the server must not be able to hold it: :class:`ServeLimits`
+caps the request body (413), the prompt (the model's context and
+``max_prompt_tokens``) and ``max_tokens`` (400), and the time one request may
+take, queue included (503). Bad numbers, unknown fields' types and unknown
+model names get OpenAI-shaped 4xx errors, never a 500.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -21,13 +30,44 @@ from typing import Any, Callable, Optional, Union
 import torch
 from fastapi import Request  # module level: FastAPI resolves the string annotations against it
 
+from pydantic import Field
+
+from modelprint.config import StrictConfig
 from modelprint.errors import ConfigError
 from modelprint.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 16
-MAX_TOKENS_LIMIT = 4096
+MAX_TOKENS_LIMIT = 4096  # the largest max_tokens ServeLimits accepts
+MAX_SEED = 2 ** 63 - 1
+
+
+class ServeLimits(StrictConfig):
+    """What one request may ask of ``modelprint serve``."""
+
+    max_prompt_tokens: int = Field(2048, ge=1, description="longest prompt (also capped by the model's context)")
+    max_tokens: int = Field(1024, ge=1, le=MAX_TOKENS_LIMIT, description="largest max_tokens a request may ask")
+    max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body (413 above)")
+    request_timeout: float = Field(120.0, gt=0, description="seconds a request may take, waiting included")
+
+
+class ApiError(Exception):
+    """A request the server refuses: becomes OpenAI's ``{"error": {...}}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, param: Optional[str] = None, code: Optional[str] = None,
+                 kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+class RequestTimeout(ApiError):
+    def __init__(self, limit: float) -> None:
+        super().__init__(503, f"the request took longer than this server's limit of {limit:g} s; retry later",
+                         code="timeout", kind="server_error")
 
 
 def _model_id(lm: LoadedModel) -> str:
@@ -52,10 +92,11 @@ def encode_text(lm: LoadedModel, prompt: str) -> list[int]:
     return list(lm.tokenizer(prompt, add_special_tokens=not lm.is_chat)["input_ids"])
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # identity: two requests for the same prompt are two jobs
 class _Job:
     prompt: list[int]
     max_tokens: int
+    deadline: float = math.inf  # time.monotonic() after which the request has timed out
     result: Optional[tuple[list[int], str]] = None
     error: Optional[BaseException] = None
     done: bool = False
@@ -77,132 +118,264 @@ class Generator:
         self._queue: list[_Job] = []
 
     def generate(self, prompt_ids: list[int], max_tokens: int, temperature: float, top_p: float,
-                 seed: Optional[int]) -> tuple[list[int], str]:
-        """New token ids (EOS cut) and the finish reason ("stop" or "length")."""
+                 seed: Optional[int], deadline: float = math.inf) -> tuple[list[int], str]:
+        """New token ids (EOS cut) and the finish reason ("stop" or "length").
+
+        Raises :class:`TimeoutError` when ``deadline`` passes first, in the queue
+        or during generation (which then stops at the next token).
+        """
         if temperature > 0:
-            with self.lock:
+            if not self.lock.acquire(timeout=_remaining(deadline)):
+                raise TimeoutError
+            try:
                 if seed is not None:
                     torch.manual_seed(seed)
-                return self._run([prompt_ids], [max_tokens], do_sample=True, temperature=temperature,
-                                 top_p=top_p)[0]
-        job = _Job(prompt_ids, max_tokens)
+                job = _Job(prompt_ids, max_tokens, deadline)
+                self._run_batch([job], do_sample=True, temperature=temperature, top_p=top_p)
+            finally:
+                self.lock.release()
+            return self._outcome(job)
+        job = _Job(prompt_ids, max_tokens, deadline)
         with self._queue_lock:
             self._queue.append(job)
+        taken = False  # by another thread's batch, which stops by our deadline: then wait for it
         while not job.done:
-            with self.lock:
+            if not self.lock.acquire(timeout=-1 if taken else _remaining(deadline)):
+                with self._queue_lock:
+                    if job in self._queue:  # never taken into a batch: give up now
+                        self._queue.remove(job)
+                        raise TimeoutError
+                taken = True
+                continue
+            try:
                 if job.done:
                     break
                 with self._queue_lock:
                     batch = self._queue[:self.max_batch]
                     del self._queue[:len(batch)]
-                try:
-                    results = self._run([j.prompt for j in batch], [j.max_tokens for j in batch], do_sample=False)
-                    for j, r in zip(batch, results):
-                        j.result = r
-                except BaseException as exc:  # every waiting request gets the error, not a hang
-                    for j in batch:
-                        j.error = exc
-                for j in batch:
-                    j.done = True
+                self._run_batch(batch, do_sample=False)
+            finally:
+                self.lock.release()
+        return self._outcome(job)
+
+    @staticmethod
+    def _outcome(job: _Job) -> tuple[list[int], str]:
         if job.error is not None:
             raise job.error
         assert job.result is not None
         return job.result
 
+    def _run_batch(self, batch: list[_Job], **kwargs: Any) -> None:
+        """Run ``batch`` (the lock held); every job ends done, with a result or an error, never a hang."""
+        now = time.monotonic()
+        live = []
+        for j in batch:
+            if j.deadline <= now:
+                j.error, j.done = TimeoutError(), True
+            else:
+                live.append(j)
+        if not live:
+            return
+        try:
+            results = self._run([j.prompt for j in live], [j.max_tokens for j in live],
+                                deadline=max(j.deadline for j in live), **kwargs)
+            for j, r in zip(live, results):
+                if r is None:
+                    j.error = TimeoutError()
+                else:
+                    j.result = r
+        except BaseException as exc:  # every waiting request gets the error, not a hang
+            for j in live:
+                j.error = exc
+        for j in live:
+            j.done = True
+
     @torch.inference_mode()
-    def _run(self, prompts: list[list[int]], limits: list[int], **kwargs: Any) -> list[tuple[list[int], str]]:
+    def _run(self, prompts: list[list[int]], limits: list[int], deadline: float = math.inf,
+             **kwargs: Any) -> list[Optional[tuple[list[int], str]]]:
+        """One left-padded generate call; a row cut short by the deadline comes back as None."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
         from modelprint.prompts import pad_left
+
+        class _Deadline(StoppingCriteria):
+            hit = False
+
+            def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
+                if time.monotonic() > deadline:
+                    _Deadline.hit = True
+                return torch.full((input_ids.shape[0],), _Deadline.hit, dtype=torch.bool, device=input_ids.device)
 
         lm, tok = self.lm, self.lm.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         ids, mask = pad_left(prompts, pad)
         out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
                                 max_new_tokens=max(limits), pad_token_id=pad, eos_token_id=tok.eos_token_id,
-                                **kwargs)
-        results = []
+                                stopping_criteria=StoppingCriteriaList([_Deadline()]), **kwargs)
+        results: list[Optional[tuple[list[int], str]]] = []
         for row, limit in zip(out[:, ids.shape[1]:].cpu().tolist(), limits):
             row = row[:limit]
             if tok.eos_token_id is not None and tok.eos_token_id in row:
                 results.append((row[:row.index(tok.eos_token_id)], "stop"))
+            elif len(row) < limit and _Deadline.hit:
+                results.append(None)
             else:
                 results.append((row, "length"))
         return results
 
 
-def _params(body: dict[str, Any]) -> tuple[int, float, float, Optional[int]]:
-    max_tokens = body.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = body.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = DEFAULT_MAX_TOKENS
-    temperature = body.get("temperature")
-    top_p = body.get("top_p")
-    seed = body.get("seed")
-    try:
-        max_tokens = int(max_tokens)
-        temperature = 1.0 if temperature is None else float(temperature)
-        top_p = 1.0 if top_p is None else float(top_p)
-        seed = None if seed is None else int(seed)
-    except (TypeError, ValueError):
-        raise ValueError("max_tokens, temperature, top_p and seed must be numbers") from None
-    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
-        raise ValueError(f"max_tokens must be in [1, {MAX_TOKENS_LIMIT}]")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError("temperature must be ≥ 0 and top_p in (0, 1]")
-    return max_tokens, temperature, top_p, seed
+def _remaining(deadline: float) -> float:
+    """Seconds left before ``deadline`` (for Lock.acquire: -1 waits forever, 0 does not wait)."""
+    if deadline == math.inf:
+        return -1
+    return max(0.0, deadline - time.monotonic())
+
+
+def _number(body: dict[str, Any], name: str, default: Any, lo: float, hi: float, *, integer: bool = False,
+            lo_open: bool = False) -> Any:
+    """``body[name]`` as a finite JSON number in range (an integer when asked), else a 400 naming the field."""
+    value = body.get(name)
+    if value is None:
+        return default
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (integer and not float(value).is_integer()):
+        raise ApiError(400, f"'{name}' must be {kind}", param=name)
+    if integer:
+        value = int(value)
+    if value < lo or value > hi or (lo_open and value == lo):
+        if lo == hi:
+            raise ApiError(400, f"only {name}={lo:g} is supported", param=name)
+        low = f"({lo:g}" if lo_open else f"[{lo:g}"
+        raise ApiError(400, f"'{name}' must be {kind} in {low}, {hi:d}]" if integer else
+                       f"'{name}' must be {kind} in {low}, {hi:g}]", param=name)
+    return value
+
+
+def _params(body: dict[str, Any], limits: ServeLimits) -> tuple[int, float, float, Optional[int]]:
+    """(max_tokens, temperature, top_p, seed) checked against OpenAI's ranges and the server's limits."""
+    name = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
+    max_tokens = _number(body, name, DEFAULT_MAX_TOKENS, 1, limits.max_tokens, integer=True)
+    temperature = _number(body, "temperature", 1.0, 0, 2)
+    top_p = _number(body, "top_p", 1.0, 0, 1, lo_open=True)
+    seed = _number(body, "seed", None, 0, MAX_SEED, integer=True)
+    _number(body, "n", 1, 1, 1, integer=True)
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        _number(body, penalty, 0.0, -2, 2)
+    return max_tokens, float(temperature), float(top_p), seed
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list")
+        raise ApiError(400, "'messages' must be a non-empty list", param="messages")
     out = []
     for m in messages:
         content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, list):  # content parts: keep the text ones
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
         if not isinstance(content, str) or m.get("role") not in ("system", "user", "assistant"):
-            raise ValueError("each message needs a role (system, user, assistant) and string content")
+            raise ApiError(400, "each message needs a role (system, user, assistant) and string content",
+                           param="messages")
         out.append({"role": m["role"], "content": content})
     return out
 
 
-def create_app(lm: LoadedModel, model_name: Optional[str] = None):
+def create_app(lm: LoadedModel, model_name: Optional[str] = None, limits: Optional[ServeLimits] = None):
     """The FastAPI app serving ``lm`` (used by ``modelprint serve``, the tests and the benchmark)."""
     from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    limits = limits or ServeLimits()
     name = model_name or _model_id(lm)
+    context = getattr(getattr(lm.model, "config", None), "max_position_embeddings", None)
+    max_prompt = min(limits.max_prompt_tokens, context - 1) if isinstance(context, int) and context > 1 \
+        else limits.max_prompt_tokens
     gen = Generator(lm)
-    app = FastAPI(title="modelprint serve", docs_url=None, redoc_url=None)
+    app = FastAPI(title="modelprint serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.requests = 0  # completions asked so far (tests count the query budget with it)
+    app.state.limits = limits
     created = int(time.time())
 
-    def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "code": None}}, status_code=status)
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, "request refused")
+        return JSONResponse(ApiError(exc.status_code, message).body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(ApiError(400, "invalid request").body(), status_code=400)
+
+    @app.middleware("http")
+    async def internal_error(request: Request, call_next):
+        try:
+            return await call_next(request)
+        except Exception as exc:  # noqa: BLE001 - its text may hold the prompt: log the type, answer a fixed line
+            log.error("request failed: %s", type(exc).__name__)
+            return JSONResponse(ApiError(500, "internal server error", kind="server_error").body(), status_code=500)
 
     def usage(prompt: list[int], new: list[int]) -> dict[str, int]:
         return {"prompt_tokens": len(prompt), "completion_tokens": len(new), "total_tokens": len(prompt) + len(new)}
 
-    async def read_body(request: Request) -> dict[str, Any]:
+    async def read_body(request: Request, deadline: float) -> dict[str, Any]:
+        """The JSON object of the request: at most max_body_bytes (413), read before the deadline (408)."""
+        length = request.headers.get("content-length", "").strip()
+        if length.isdigit() and int(length) > limits.max_body_bytes:
+            raise ApiError(413, f"request body larger than {limits.max_body_bytes} bytes")
+
+        async def collect() -> bytes:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limits.max_body_bytes:
+                    raise ApiError(413, f"request body larger than {limits.max_body_bytes} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
         try:
-            body = await request.json()
-        except Exception:
-            raise ValueError("request body is not JSON") from None
+            raw = await asyncio.wait_for(collect(), timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise ApiError(408, "the request body did not arrive in time") from None
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "request body is not JSON") from None
         if not isinstance(body, dict):
-            raise ValueError("request body must be a JSON object")
+            raise ApiError(400, "request body must be a JSON object")
         if body.get("stream"):
-            raise ValueError("streaming is not supported")
-        if body.get("n") not in (None, 1):
-            raise ValueError("only n=1 is supported")
+            raise ApiError(400, "streaming is not supported", param="stream")
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ApiError(400, "'model' must be a string", param="model")
+        if model is not None and model != name:
+            raise ApiError(404, f"the model '{model[:100]}' does not exist (this server serves '{name}')",
+                           param="model", code="model_not_found")
         return body
 
-    async def complete(prompt: list[int], params: tuple) -> tuple[list[int], str, str]:
-        """Count the request, generate off the event loop, decode as local verification would."""
+    def check_prompt(prompt: list[int], max_tokens: int, param: str) -> None:
+        if len(prompt) > max_prompt:
+            raise ApiError(400, f"the prompt has {len(prompt)} tokens; this server takes at most {max_prompt}",
+                           param=param, code="context_length_exceeded")
+        if isinstance(context, int) and len(prompt) + max_tokens > context:
+            raise ApiError(400, f"prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceed the model's "
+                           f"context of {context} tokens", param="max_tokens", code="context_length_exceeded")
+
+    async def complete(prompt: list[int], params: tuple, deadline: float, param: str) -> tuple[list[int], str, str]:
+        """Check the prompt, count the request, generate off the event loop, decode as local verification would."""
         from starlette.concurrency import run_in_threadpool
 
+        check_prompt(prompt, params[0], param)
         app.state.requests += 1
-        new, finish = await run_in_threadpool(gen.generate, prompt, *params)
+        try:
+            new, finish = await run_in_threadpool(gen.generate, prompt, *params, deadline)
+        except TimeoutError:
+            raise RequestTimeout(limits.request_timeout) from None
         return new, finish, lm.tokenizer.decode(new, skip_special_tokens=True)
 
     @app.get("/v1/models")
@@ -211,13 +384,12 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None):
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        try:
-            body = await read_body(request)
-            prompt = encode_messages(lm, _messages(body))
-            params = _params(body)
-        except ValueError as exc:
-            return error(400, str(exc))
-        new, finish, text = await complete(prompt, params)
+        deadline = time.monotonic() + limits.request_timeout
+        body = await read_body(request, deadline)
+        messages = _messages(body)
+        params = _params(body, limits)
+        prompt = encode_messages(lm, messages)
+        new, finish, text = await complete(prompt, params, deadline, "messages")
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": name, "usage": usage(prompt, new),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -225,18 +397,16 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None):
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        try:
-            body = await read_body(request)
-            prompt_text = body.get("prompt")
-            if isinstance(prompt_text, list) and len(prompt_text) == 1:
-                prompt_text = prompt_text[0]
-            if not isinstance(prompt_text, str) or not prompt_text:
-                raise ValueError("'prompt' must be a non-empty string")
-            prompt = encode_text(lm, prompt_text)
-            params = _params(body)
-        except ValueError as exc:
-            return error(400, str(exc))
-        new, finish, text = await complete(prompt, params)
+        deadline = time.monotonic() + limits.request_timeout
+        body = await read_body(request, deadline)
+        prompt_text = body.get("prompt")
+        if isinstance(prompt_text, list) and len(prompt_text) == 1:
+            prompt_text = prompt_text[0]
+        if not isinstance(prompt_text, str) or not prompt_text:
+            raise ApiError(400, "'prompt' must be a non-empty string", param="prompt")
+        params = _params(body, limits)
+        prompt = encode_text(lm, prompt_text)
+        new, finish, text = await complete(prompt, params, deadline, "prompt")
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": name, "usage": usage(prompt, new),
                 "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
@@ -276,21 +446,37 @@ def run_app_in_thread(app, host: str = "127.0.0.1", port: Optional[int] = None,
 
 
 def serve_in_thread(lm: LoadedModel, host: str = "127.0.0.1", port: Optional[int] = None,
-                    model_name: Optional[str] = None) -> tuple[str, Callable[[], None]]:
+                    model_name: Optional[str] = None,
+                    limits: Optional[ServeLimits] = None) -> tuple[str, Callable[[], None]]:
     """Serve ``lm`` in a background thread; returns (base URL ending in ``/v1``, stop function)."""
-    url, stop = run_app_in_thread(create_app(lm, model_name), host, port)
+    url, stop = run_app_in_thread(create_app(lm, model_name, limits), host, port)
     return url + "/v1", stop
 
 
+def _check_listen(host: str, port: int) -> None:
+    """One clear line when ``host:port`` cannot be listened on (bad port, address in use, unknown host)."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"port must be in 1..65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or type(exc).__name__})") from None
+
+
 def serve(model: Union[str, LoadedModel], host: str = "127.0.0.1", port: int = 8000,
-          model_name: Optional[str] = None) -> None:
+          model_name: Optional[str] = None, limits: Optional[ServeLimits] = None) -> None:
     """Serve a model in the foreground until interrupted (``modelprint serve``)."""
     import uvicorn
 
     from modelprint.models import load_model
 
+    _check_listen(host, port)  # before loading the model; uvicorn would exit 1 ("no match") on its own
     lm = model if isinstance(model, LoadedModel) else load_model(model)
-    app = create_app(lm, model_name)
+    app = create_app(lm, model_name, limits)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can query the model", host)
     log.info("serving %s at http://%s:%d/v1", _model_id(lm), host, port)

@@ -14,15 +14,24 @@ def register(app: typer.Typer) -> None:
     def serve_command(
         model: str = typer.Option(..., "--model", "-m", help="model name, Hugging Face directory or cached hub id"),
         host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
-        port: int = typer.Option(8000, "--port", help="port to listen on"),
+        port: int = typer.Option(8000, "--port", min=1, max=65535, help="port to listen on"),
         served_name: Optional[str] = typer.Option(None, "--served-model-name",
                                                   help="model id reported by /v1/models (default: directory name)"),
+        max_prompt_tokens: int = typer.Option(2048, "--max-prompt-tokens",
+                                              help="longest prompt accepted (also capped by the model's context)"),
+        max_tokens: int = typer.Option(1024, "--max-tokens", help="largest max_tokens a request may ask"),
+        max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="largest request body (413 above)"),
+        request_timeout: float = typer.Option(120.0, "--request-timeout",
+                                              help="seconds one request may take, queueing included (503 after)"),
     ) -> None:
         """Serve a local model over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions)."""
-        from modelprint.serve import serve
+        from modelprint.config import validate
+        from modelprint.serve import ServeLimits, serve
 
+        limits = validate(ServeLimits, {"max_prompt_tokens": max_prompt_tokens, "max_tokens": max_tokens,
+                                        "max_body_bytes": max_body_bytes, "request_timeout": request_timeout})
         console.print(f"serving on http://{host}:{port}/v1 (Ctrl-C to stop)")
-        serve(model, host=host, port=port, model_name=served_name)
+        serve(model, host=host, port=port, model_name=served_name, limits=limits)
 
     @app.command("export")
     def export_command(

@@ -26,7 +26,6 @@ The secret watermark key lives in every fingerprint's ``meta`` (never in the pub
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from typing import Any, Optional, Sequence
@@ -148,18 +147,12 @@ def _watermark(req: VerifyRequest) -> tuple[int, float]:
     return key, gamma
 
 
-@functools.lru_cache(maxsize=4)
 def _set_tokenizer(model_source: str, expected_hash: str):
     """The set's tokenizer, to re-tokenize a remote text answer; one clear error when it is unavailable."""
-    from transformers import AutoTokenizer
+    from modelprint.models import matching_tokenizer
 
-    from modelprint.models import prepare_tokenizer, resolve_model_dir, tokenizer_hash
-
-    try:
-        tok = prepare_tokenizer(AutoTokenizer.from_pretrained(resolve_model_dir(model_source)))
-    except Exception:
-        tok = None
-    if tok is None or tokenizer_hash(tok) != expected_hash:
+    tok = matching_tokenizer(model_source, expected_hash)
+    if tok is None:
         raise ConfigError(f"green-z scores tokens: the set's tokenizer ('{model_source}') is not available here "
                           "to re-tokenize the suspect's text answers")
     return tok

@@ -22,10 +22,17 @@ MATCH_HELP = ("auto (candidate with local weights when the set records its Perin
               "candidates: same null bound, survives dilution)")
 
 
+TOKENIZER_HELP = ("--api completions: the set's tokenizer (embedded name or HF directory) to render keys with its "
+                  "chat template (default: the set's own model, when it loads here)")
+TIMEOUT_HELP = "Seconds per try of each request to the endpoint (a timed-out request is tried once more)."
+
+
 def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optional[str], served_model: Optional[str],
-             api: str, batch_size: int):
+             api: str, batch_size: int, tokenizer: Optional[str] = None, timeout: float = 60.0):
     if (model is None) == (endpoint is None):
         raise ConfigError("give exactly one of --model (local weights) or --endpoint (OpenAI-compatible URL)")
+    if tokenizer is not None and (endpoint is None or api != "completions"):
+        raise ConfigError("--tokenizer renders prompts for --endpoint … --api completions only")
     if endpoint is not None:
         from modelprint.verify.http import HttpBackend
 
@@ -34,7 +41,12 @@ def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optiona
             key = os.environ.get(api_key_env)
             if not key:
                 raise ConfigError(f"environment variable {api_key_env} (from --api-key-env) is not set")
-        return HttpBackend(endpoint, api_key=key, served_model=served_model, api=api)
+        tok = None
+        if tokenizer is not None:
+            from modelprint.models import load_tokenizer
+
+            tok = load_tokenizer(tokenizer)
+        return HttpBackend(endpoint, api_key=key, served_model=served_model, api=api, tokenizer=tok, timeout=timeout)
     from modelprint.models import load_model
     from modelprint.verify.backends import LocalBackend
 
@@ -61,6 +73,8 @@ def register(app: typer.Typer) -> None:
         api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Env var holding the endpoint's API key."),
         served_model: Optional[str] = typer.Option(None, "--served-model", help="Model name on the endpoint."),
         api: str = typer.Option("chat", "--api", help="chat | completions (remote only)."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
+        timeout: float = typer.Option(60.0, "--timeout", help=TIMEOUT_HELP),
         max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Hard budget of keys to ask."),
         alpha: float = typer.Option(1e-6, "--alpha", help="False-positive level of the decision."),
         match: str = typer.Option("auto", "--match", help=MATCH_HELP),
@@ -74,7 +88,7 @@ def register(app: typer.Typer) -> None:
         """
         from modelprint.verify import verify
 
-        backend = _backend(model, endpoint, api_key_env, served_model, api, batch_size)
+        backend = _backend(model, endpoint, api_key_env, served_model, api, batch_size, tokenizer, timeout)
         records = []
         for source in fingerprints:
             fs, registry_name = _load_set(source)
@@ -119,6 +133,8 @@ def register(app: typer.Typer) -> None:
         api_key_env: Optional[str] = typer.Option(None, "--api-key-env"),
         served_model: Optional[str] = typer.Option(None, "--served-model"),
         api: str = typer.Option("chat", "--api"),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
+        timeout: float = typer.Option(60.0, "--timeout", help=TIMEOUT_HELP),
         max_queries: Optional[int] = typer.Option(64, "--max-queries", help="Keys asked per licensee."),
         alpha: float = typer.Option(1e-6, "--alpha"),
         match: str = typer.Option("auto", "--match", help=MATCH_HELP),
@@ -137,7 +153,7 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--licensee '{item}' is not of the form NAME=FINGERPRINT_FILE")
             name, source = item.split("=", 1)
             sets[name] = _load_set(source)[0]
-        backend = _backend(model, endpoint, api_key_env, served_model, api, 64)
+        backend = _backend(model, endpoint, api_key_env, served_model, api, 64, tokenizer, timeout)
         record = trace(backend, sets, alpha=alpha, max_queries=max_queries, match=match, seed=seed)
         table = Table(title="trace")
         for col in ("licensee", "asked", "matched", "adjusted p", "attributed"):

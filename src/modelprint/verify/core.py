@@ -102,6 +102,9 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
         raise ConfigError(f"max_queries must be ≥ 1, got {max_queries}")
     fs = as_fingerprint_set(fingerprints)
     backend = target if hasattr(target, "answer") else LocalBackend(load_model(target), batch_size=batch_size)
+    prepare = getattr(backend, "prepare", None)
+    if prepare is not None:  # e.g. an endpoint's completions API needs the set's chat template
+        prepare(fs)
     lm = getattr(backend, "lm", None)
     if check_tokenizer and lm is not None and lm.tokenizer_hash != fs.tokenizer_hash:
         raise FingerprintFileError("these fingerprints were made for another tokenizer: the suspect cannot be asked "
