@@ -58,6 +58,45 @@ def test_weight_averaging_math():
     assert torch.allclose(lin.weight, torch.full((2, 2), 1.0))
 
 
+def test_averaging_at_zero_and_one_gives_the_trained_and_the_base_weights_exactly():
+    torch.manual_seed(0)
+    trained, base = torch.randn(8, 8), torch.randn(8, 8)
+    for lam, expected in ((0.0, trained), (1.0, base)):
+        lin = torch.nn.Linear(8, 8, bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(trained)
+        _average_with_base(lin, {"weight": base}, lam)
+        assert torch.equal(lin.weight, expected)
+
+
+def _reloaded_agrees(result, fs, out_dir):
+    """In-memory model vs the same weights saved and loaded again: next-token distributions and retention."""
+    from modelprint.generate.decoding import next_token_probs
+    from modelprint.models import load_model
+    from modelprint.prompts import encode_prompts
+    from modelprint.verify.local import retention
+
+    reloaded = load_model(str(out_dir))
+    prompts = encode_prompts(reloaded.tokenizer, [fp.key for fp in fs], fs.system_prompt)
+    in_memory = next_token_probs(result.model, prompts)
+    assert (in_memory - next_token_probs(reloaded, prompts)).abs().max() < 1e-5
+    assert retention(result.model, list(fs), fs.system_prompt)[0] == retention(reloaded, list(fs), fs.system_prompt)[0]
+    assert retention(reloaded, list(fs), fs.system_prompt)[0] == pytest.approx(result.retention)
+
+
+def test_auto_averaged_model_in_memory_equals_the_saved_one(tiny, tiny_set, tmp_path):
+    """What embed measures in memory (retention after averaging, utility) is what the saved model does.
+
+    With bf16 autocast accelerate patches ``forward``; removing the patch must not strip transformers' own
+    decorators (on 5.24 that silently dropped a KV cache passed by its old name and broke auto-averaging).
+    """
+    result = embed(tiny, tiny_set, tmp_path / "marked",
+                   config=tiny_recipe(weight_averaging=0.5, averaging="auto", retention_floor=0.9,
+                                      mixed_precision="bf16"))
+    assert "forward" not in result.model.model.__dict__  # the class's own forward, decorators and all
+    _reloaded_agrees(result, tiny_set, tmp_path / "marked")
+
+
 def test_train_layers_and_frozen_embeddings(tiny):
     import copy
 
@@ -204,6 +243,7 @@ def test_real_model_default_recipe_end_to_end(real_model, tmp_path, monkeypatch)
     assert hit.verdict == "match" and hit.log10_p_value < -6
     assert verify(real_model, fs, sequential=False, match="exact").matches <= 2
     assert verify(real_model, fs, sequential=False).verdict == "no match"  # candidate ranking: ~1/k by chance
+    _reloaded_agrees(result, fs, tmp_path / "marked")  # auto-averaging measured the model that was saved
 
 
 def test_mlp_expansion_keeps_the_function(tiny):

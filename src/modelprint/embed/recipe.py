@@ -63,6 +63,20 @@ def full_precision(model: torch.nn.Module):
             model.forward = patched
 
 
+def drop_autocast(model: torch.nn.Module) -> torch.nn.Module:
+    """Give ``model`` back its class's own ``forward``: remove accelerate's per-instance autocast patch.
+
+    Not ``unwrap_model(keep_fp32_wrapper=False)``: that follows every ``__wrapped__`` link and so also strips
+    transformers' own decorators from ``forward``. On transformers 5.24 one of them maps the deprecated
+    ``past_key_values=`` argument to ``cache=``; without it a cache passed by the old name was silently
+    ignored, and retention measured in memory after averaging collapsed (the saved model was fine).
+    """
+    if "forward" in model.__dict__ and hasattr(model, "_original_forward"):
+        del model.forward
+        del model._original_forward
+    return model
+
+
 def resolve_mixed_precision(setting: str) -> str:
     """'auto' → bf16 autocast where the hardware does bf16 natively (most GPUs; CPUs with AVX512-BF16/AMX).
 
@@ -200,9 +214,12 @@ def _epoch_examples(fp_examples: Sequence[Example], benign: Sequence[Example], p
 def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig, work: Path,
                benign: Sequence[Example], resume: bool = False) -> RecipeResult:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import set_seed
 
     mixed = resolve_mixed_precision(cfg.mixed_precision)
+    if PartialState().num_processes == 1:  # accelerate's state is a process-wide singleton: a second embed in the
+        AcceleratorState._reset_state()    # same process (stress --schemes, tests) may choose another precision
     accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.grad_accum)
     set_seed(cfg.seed)
     tokenizer = base.tokenizer
@@ -288,7 +305,7 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
         if ret >= cfg.stop_retention:
             break
     bar.close()
-    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    unwrapped = drop_autocast(accelerator.unwrap_model(model))
     averaged = 0.0
     if cfg.weight_averaging > 0 and cfg.averaging == "end":
         _average_with_base(unwrapped, base_state, cfg.weight_averaging)
