@@ -44,13 +44,18 @@ def vocab(tok):
     return token_texts(tok), word_token_mask(tok)
 
 
-def _distributions(n: int, size: int, seed: int) -> list[torch.Tensor]:
-    """Peaked, heavy-tailed next-token distributions (a few likely tokens, then a long tail)."""
+def _distributions(n: int, texts: list[str], seed: int) -> list[torch.Tensor]:
+    """Peaked, heavy-tailed next-token distributions (a few likely tokens, then a long tail) in which, as in a
+    real model, tokens of related text (" in", "in", "ing") get related probabilities."""
     rng = np.random.default_rng(seed)
+    stems = [t.strip()[:2].lower() for t in texts]
+    index = {s: i for i, s in enumerate(dict.fromkeys(stems))}
+    stem_of = np.array([index[s] for s in stems])
     out = []
     for _ in range(n):
-        logits = rng.standard_normal(size) * rng.uniform(1.5, 4.0)
-        logits[rng.choice(size, 3, replace=False)] += rng.uniform(3, 8)
+        logits = rng.standard_normal(len(index))[stem_of] * rng.uniform(1.5, 4.0)
+        logits += rng.standard_normal(len(texts)) * 0.3
+        logits[rng.choice(len(texts), 3, replace=False)] += rng.uniform(3, 8)
         out.append(torch.softmax(torch.tensor(logits, dtype=torch.float32), -1))
     return out
 
@@ -88,7 +93,7 @@ def _perinucleus_keys(vocab, k: int, n: int, seed: int, prefix_free: bool = True
     texts, valid = vocab
     rng = np.random.default_rng(seed + 1000)
     keys = []
-    for probs in _distributions(n, len(texts), seed):
+    for probs in _distributions(n, texts, seed):
         try:
             cands, _, _, _ = perinucleus_candidates(probs, 0.8, k, valid, texts if prefix_free else None)
         except Exception:  # noqa: BLE001 - too few word tokens below this nucleus: generation would refuse it
@@ -113,7 +118,8 @@ def test_the_there_candidates_are_one_chain_in_text():
     bounds = first_token_bounds([0, 1, 2], texts, candidate=True)
     assert bounds["text-exact"] == pytest.approx(1.0) and bounds["ids-exact"] == pytest.approx(1 / 3)
     # first words: " The" and "The" share "The", a prefix of the first word "There": one chain again
-    assert _rate("text", "prefix", alts, ([0], "The")) == pytest.approx(2 / 3) <= bounds["text-prefix"]
+    assert _rate("text", "prefix", alts, ([0], "The")) == pytest.approx(2 / 3)
+    assert bounds["text-prefix"] == pytest.approx(1.0)  # and "There" + a continuation "re…" could be "There"
 
 
 def test_generation_skips_colliding_candidates():
@@ -125,17 +131,19 @@ def test_generation_skips_colliding_candidates():
     cands, ranks, size, widened = perinucleus_candidates(probs, 0.8, 3, valid, texts)
     assert size == 2 and [texts[c] for c in cands] == [" The", " dog", " cat"] and widened == 2
     bounds = first_token_bounds(cands, [texts[c] for c in cands], candidate=True)
-    assert set(bounds.values()) == {pytest.approx(1 / 3)}
+    assert all(b == pytest.approx(1 / 3) for b in bounds.values())
     old, _, _, _ = perinucleus_candidates(probs, 0.8, 3, valid)  # without texts: the colliding three
     assert first_token_bounds(old, [texts[c] for c in old])["text-exact"] == pytest.approx(1.0)
 
 
-def test_junk_candidates_and_edited_bounds_are_refused(tiny):
+def test_junk_candidates_and_edited_bounds_are_refused(tiny, tmp_path):
     """The issue's edit (40 junk ids added to meta.candidates, null_prob = 1/43) and a candidate list without the
     response's first token: refused with one line that names no token id."""
     from modelprint.generate import generate
 
-    fs = generate(tiny, strategy="perinucleus", num_fingerprints=4, key_length=8, seed=2)
+    keys = tmp_path / "keys.txt"
+    keys.write_text("".join(f"Tell me about the river number {i}.\n" for i in range(4)))
+    fs = generate(tiny, strategy="custom", keys_file=str(keys), num_fingerprints=4, seed=2)
     assert null_bounds(fs, "exact", "text")  # the honest set verifies
     fp = fs.fingerprints[0]
     junk = [t for t in range(3, 400) if t not in fp.meta["candidates"]][:40]
@@ -252,14 +260,16 @@ def test_verdict_false_positive_rate_perinucleus(vocab):
 def _pool_rates(pool, answers: list[tuple[list[int], str]]) -> dict[tuple[str, str], float]:
     """Brute force: for each comparison, the best answer's share of pool words (one-word responses) it matches."""
     alternatives = list(zip(pool.first, pool.words))
-    by_first: dict[str, list] = {}
-    for alt in alternatives:  # a text answer can only match words sharing its first character: skip the rest
-        by_first.setdefault(alt[1][:1], []).append(alt)
+    by_char: dict[str, list] = {}
+    by_token: dict[int, list] = {}
+    for alt in alternatives:  # an answer can only match words sharing its first character / first token
+        by_char.setdefault(alt[1][:1], []).append(alt)
+        by_token.setdefault(alt[0][0], []).append(alt)
     best = {}
     for space, mode in COMPARISONS:
         worst = 0
         for ids, text in answers:
-            pool_part = (alternatives if space == "ids" else by_first.get(normalize_text(text)[:1], []))
+            pool_part = (by_token.get(ids[0], []) if space == "ids" else by_char.get(normalize_text(text)[:1], []))
             worst = max(worst, sum(_matches(space, mode, alt, (ids, text)) for alt in pool_part))
         best[(space, mode)] = worst / len(alternatives)
     return best
@@ -332,7 +342,7 @@ def test_sampled_distributions_no_fixed_answer_beats_their_bounds(tok, vocab):
     matrix = _match_matrix(texts, answers, responses)
     special = sorted(set(tok.all_special_ids))
     eos = tok.eos_token_id
-    for probs in _distributions(25, len(texts), seed=13):
+    for probs in _distributions(25, texts, seed=13):
         p = probs.double().numpy()
         order = np.argsort(-p, kind="stable")
         size = int(np.searchsorted(np.cumsum(p[order]), 0.8) + 1)
