@@ -367,3 +367,17 @@ def test_collides_is_symmetric_and_catches_every_space():
     assert collides(([1], " The"), ([2], "There")) and collides(([2], "There"), ([1], " The"))
     assert collides(([1], "in"), ([2], " in")) and collides(([1], "cat"), ([1], "dog"))
     assert not collides(([1], " cat"), ([2], " dog"))
+
+
+@pytest.mark.slow
+def test_smollm2_word_pool_against_the_best_fixed_answers(real_model):
+    """The real tokenizer: the raw list shares first tokens (the issue's 31 words starting with "s"); the pool
+    drawn from instead is prefix-free, and no answer beats any of its recorded bounds."""
+    tok = real_model.tokenizer
+    raw_first = np.bincount([tok(w, add_special_tokens=False)["input_ids"][0] for w in dict.fromkeys(words())])
+    assert raw_first.max() >= 20
+    pool = word_pool(tok)
+    bounds = pool_meta(pool, 1)["bounds"]
+    rates = _pool_rates(pool, _pool_answers(tok, pool, np.random.default_rng(8)))
+    for (space, mode), rate in rates.items():
+        assert rate <= bounds[f"{space}-{mode}"] + 1e-12, (space, mode)
