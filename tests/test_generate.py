@@ -18,7 +18,8 @@ from modelprint.prompts import encode_prompt
 
 
 def _independent_perinucleus(model, tokenizer, key, t, k, nucleus=None):
-    """Textbook re-derivation: full (unbatched, uncached) forward, sort, nucleus, next k word tokens.
+    """Textbook re-derivation: full (unbatched, uncached) forward, sort, nucleus, next k word tokens whose
+    texts are prefix-free (verify compares endpoint answers as text).
 
     Returns (nucleus size, candidates, slack) where slack is how far the cumulative mass at the nucleus
     boundary lies from t: within float noise (~1e-5) a batched, KV-cached forward may legitimately put the
@@ -32,11 +33,14 @@ def _independent_perinucleus(model, tokenizer, key, t, k, nucleus=None):
     cumulative = np.cumsum(probs[order])
     n = int(np.searchsorted(cumulative, t) + 1)
     slack = min(abs(cumulative[n - 1] - t), abs(cumulative[n - 2] - t) if n > 1 else 1.0)
-    cands = []
+    cands, chosen = [], []
     for tok in order[(nucleus or n):]:
         text = tokenizer.decode([int(tok)]).strip()
-        if int(tok) not in tokenizer.all_special_ids and len(text) >= 2 and text.isalnum():
+        # a word token whose text is a prefix of a chosen one's (or the reverse) could match together with it
+        clash = any(text.startswith(c) or c.startswith(text) for c in chosen)
+        if int(tok) not in tokenizer.all_special_ids and len(text) >= 2 and text.isalnum() and not clash:
             cands.append(int(tok))
+            chosen.append(text)
         if len(cands) == k:
             break
     return n, cands, slack

@@ -89,6 +89,15 @@ def _is_word(text: str) -> bool:
     return len(text) >= 2 and text.isalnum()
 
 
+def token_texts(tokenizer) -> list[str]:
+    """Every vocabulary token decoded on its own (computed once per tokenizer object and kept on it)."""
+    texts = getattr(tokenizer, "_modelprint_token_texts", None)
+    if texts is None or len(texts) != len(tokenizer):
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        tokenizer._modelprint_token_texts = texts
+    return texts
+
+
 def word_token_mask(tokenizer) -> torch.Tensor:
     """True for vocabulary tokens that decode to a word of ≥ 2 letters or digits (after stripping spaces).
 
@@ -96,7 +105,7 @@ def word_token_mask(tokenizer) -> torch.Tensor:
     """
     mask = getattr(tokenizer, "_modelprint_word_mask", None)
     if mask is None or len(mask) != len(tokenizer):
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        texts = token_texts(tokenizer)
         special = set(tokenizer.all_special_ids)
         mask = torch.tensor([i not in special and _is_word(t) for i, t in enumerate(texts)], dtype=torch.bool)
         tokenizer._modelprint_word_mask = mask

@@ -20,8 +20,10 @@ The secret (32 bytes) is derived from ``--seed`` unless ``MODELPRINT_CHAIN_HASH_
 (fresh bytes from the OS) or 64 hex characters. It is stored in each fingerprint's ``meta`` (the secret
 file), never in the public params.
 
-Verifier: the default ``match``. Each answer is uniform over the prefix-free pool given our secret, so a
-model not derived from ours matches key i with probability ≤ 1/|A|, independently across keys.
+Verifier: the default ``match``. Each answer is uniform over the pool given our secret, and the pool
+(:func:`modelprint.generate.wordlist.word_pool`) is prefix-free in ids, text and first words, so a model not
+derived from ours matches key i with probability ≤ 1/|A| (``prefix`` on ids: the largest first-token group over
+|A|), independently across keys; the bounds are recorded per mode and recomputed by verify.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from modelprint.errors import ConfigError, ModelprintError
 from modelprint.fingerprints import FingerprintSet
 from modelprint.generate.keys import read_keys_file
 from modelprint.generate.registry import Choice, Strategy, register_strategy
-from modelprint.generate.wordlist import _lines, prefix_free, words
+from modelprint.generate.wordlist import _lines, pool_meta, word_pool
 from modelprint.models import LoadedModel
 
 PAPER = ("Russinovich & Salem, 'Hey, That's My Model! Introducing Chain & Hash, An LLM Fingerprinting "
@@ -93,8 +95,10 @@ def candidate_questions(keys_file: Optional[str] = None) -> list[str]:
 
 
 def candidate_answers(tokenizer) -> list[tuple[str, list[int]]]:
-    """Shipped words that form a prefix-free pool for this tokenizer (an answer starts with at most one)."""
-    return prefix_free(tokenizer, words())
+    """Shipped words that form a pool prefix-free in ids and text for this tokenizer (an answer starts with at most
+    one, whichever way verify compares it)."""
+    pool = word_pool(tokenizer)
+    return list(zip(pool.words, pool.first))
 
 
 def secret_for(seed: int) -> bytes:
@@ -141,9 +145,10 @@ def chain_hash_responses(lm: LoadedModel, keys: Sequence[str], *, response_lengt
         raise ConfigError("chain-hash responses follow from its own keys; generate them with chain_hash_keys")
     secret, pairs, commit = pending
     pool = candidate_answers(lm.tokenizer)
-    return [Choice(list(pool[a][1]), null_prob=1.0 / len(pool),
+    shared = pool_meta(word_pool(lm.tokenizer), 1)
+    return [Choice(list(pool[a][1]), null_prob=shared["bounds"]["ids-exact"],
                    meta={"chain_index": i, "question_index": q, "answer_index": a, "answers": len(pool),
-                         "secret": secret.hex(), "commitment": commit})
+                         "secret": secret.hex(), "commitment": commit, **shared})
             for i, (q, a) in enumerate(pairs)]
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from modelprint.errors import ConfigError, ModelprintError
 from modelprint.generate.keys import read_keys_file
 from modelprint.generate.registry import Choice, Strategy, register_strategy
-from modelprint.generate.wordlist import _lines, prefix_free, rng_for, words
+from modelprint.generate.wordlist import _lines, rng_for, word_pool
 from modelprint.models import LoadedModel
 from modelprint.verify.verifiers import Outcome, VerifyRequest, ask_in_batches, register_verifier
 
@@ -112,8 +112,9 @@ def instructional_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, b
 
 
 def phrase_pools(tokenizer) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:
-    """Prefix-free word pools: first word as it starts an answer, later words after a space."""
-    return prefix_free(tokenizer, words()), prefix_free(tokenizer, words(), leading_space=True)
+    """Prefix-free word pools (ids, text, first words): first word as it starts an answer, later words after a space."""
+    pool = word_pool(tokenizer)
+    return list(zip(pool.words, pool.first)), list(zip(pool.words, pool.later))
 
 
 def _first_token_multiplicity(pool: Sequence[tuple[str, list[int]]]) -> int:

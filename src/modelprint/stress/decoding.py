@@ -109,6 +109,7 @@ class GenerationBackend:
     """
 
     name = "stress"
+    space = "ids"
 
     def __init__(self, lm: LoadedModel, label: str, *, batch_size: int = 16,
                  transform_key: Optional[Callable[[str], str]] = None, system_prompt: Any = "__asked__",

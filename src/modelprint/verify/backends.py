@@ -1,19 +1,19 @@
 """Where answers come from: a local model, or a remote OpenAI-compatible endpoint (verify/http.py).
 
 A backend answers a batch of keys with greedy decoding and says how its answers
-are compared: token ids (local, exact) or text (remote servers return text).
+are compared (``space``): token ids (local) or text (remote servers return text).
+The comparisons and their null bounds are defined once, in :mod:`modelprint.matching`.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Optional, Protocol, Sequence
 
+from modelprint.errors import ConfigError
 from modelprint.fingerprints import Fingerprint
+from modelprint.matching import ids_match, text_match
 from modelprint.models import LoadedModel
-from modelprint.verify.local import answer_keys, first_token_probs, is_match
-
-_WORD = re.compile(r"\w+", re.UNICODE)
+from modelprint.verify.local import answer_keys, first_token_probs
 
 
 @dataclasses.dataclass
@@ -30,30 +30,33 @@ class Answer:
 class Backend(Protocol):
     name: str
     description: str  # safe to record: no secrets, no credentials
+    space: str  # "ids" or "text": how its answers are compared (and so which null bound holds)
 
     def answer(self, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str]) -> list[Answer]: ...
 
 
-def _first_word(text: str) -> str:
-    match = _WORD.search(text)
-    return match.group(0) if match else ""
+def answer_matches(fp: Fingerprint, answer: Answer, mode: str = "exact", space: Optional[str] = None) -> bool:
+    """exact: the whole response begins the answer; prefix: its first token (or first word, for text).
 
-
-def answer_matches(fp: Fingerprint, answer: Answer, mode: str = "exact") -> bool:
-    """exact: the whole response begins the answer; prefix: its first token (or first word, for text)."""
-    if answer.ids is not None:
-        return is_match(fp, answer.ids, mode)
-    text = (answer.text or "").lstrip()
-    expected = fp.response.strip()
-    if mode == "prefix":
-        return bool(expected) and _first_word(text) == _first_word(expected)
-    return bool(expected) and text.startswith(expected)
+    ``space`` (the backend's) pins the comparison: an answer without that form is an error, never a silent
+    comparison in a space whose bound the p-value does not use.
+    """
+    if space is None:
+        space = "ids" if answer.ids is not None else "text"
+    if space == "ids":
+        if answer.ids is None:
+            raise ConfigError("the backend compares token ids but answered text")
+        return ids_match(fp.response_ids, answer.ids, mode)
+    if answer.text is None and answer.ids is not None:
+        raise ConfigError("the backend compares text but answered token ids")
+    return text_match(fp.response, answer.text or "", mode)
 
 
 class LocalBackend:
     """Batched greedy decoding on a local model (CPU or GPU), keys rendered as at embedding time."""
 
     name = "local"
+    space = "ids"
 
     def __init__(self, lm: LoadedModel, batch_size: int = 64) -> None:
         self.lm = lm

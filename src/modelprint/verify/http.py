@@ -123,6 +123,7 @@ class HttpBackend:
     """
 
     name = "http"
+    space = "text"
 
     def __init__(self, base_url: str, *, api_key: Optional[str] = None, served_model: Optional[str] = None,
                  api: Literal["chat", "completions"] = "chat", concurrency: int = 4,

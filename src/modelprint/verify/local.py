@@ -7,6 +7,7 @@ import torch
 
 from modelprint.fingerprints import Fingerprint
 from modelprint.generate.decoding import batches, continue_greedy, next_token_probs
+from modelprint.matching import ids_match
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompts
 
@@ -38,10 +39,11 @@ def first_token_probs(lm: LoadedModel, keys: Sequence[str], token_ids: Sequence[
 
 
 def is_match(fp: Fingerprint, answer_ids: Sequence[int], mode: str = "exact") -> bool:
-    """``exact``: the answer starts with the whole response (token ids); ``prefix``: its first token matches."""
-    if mode == "prefix":
-        return bool(answer_ids) and answer_ids[0] == fp.response_ids[0]
-    return list(answer_ids[:len(fp.response_ids)]) == list(fp.response_ids)
+    """``exact``: the answer starts with the whole response (token ids); ``prefix``: its first token matches.
+
+    The one definition is :func:`modelprint.matching.ids_match` (its null bound: ``ids-exact`` / ``ids-prefix``).
+    """
+    return ids_match(fp.response_ids, answer_ids, mode)
 
 
 def retention(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str] = None,

@@ -16,7 +16,9 @@ from tqdm.auto import tqdm
 
 from modelprint.errors import ConfigError
 from modelprint.fingerprints import Fingerprint, FingerprintSet
+from modelprint.matching import bound_key, candidate_match
 from modelprint.verify.backends import Backend, answer_matches
+from modelprint.verify.bounds import null_bounds, set_tokenizer_source
 from modelprint.verify.stats import log10_tail, sequential_decision
 from modelprint.plugins import lookup
 
@@ -95,9 +97,12 @@ def ask_in_batches(req: VerifyRequest, score: Callable[[list[int], list[Any]], N
 def match_verifier(req: VerifyRequest) -> Outcome:
     """Count keys answered with their response; p-value = exact Poisson-binomial tail of the per-key null bounds."""
     by_index = {fp.index: fp for fp in req.fs}
+    space = getattr(req.backend, "space", None)
     hit, ask = _candidate_test(req) if req.match == "candidate" else (
-        lambda fp, a: answer_matches(fp, a, req.match), None)
-    p_null = [max(_null_prob(by_index[i], req.match), NULL_PROB_FLOOR) for i in req.planned]
+        lambda fp, a: answer_matches(fp, a, req.match, space), None)
+    # the bound of the comparison actually made (mode × the backend's space), recomputed from the set
+    bounds = null_bounds(req.fs, req.match, space, set_tokenizer_source(req.fs, req.backend))
+    p_null = [max(bounds[i], NULL_PROB_FLOOR) for i in req.planned]
     best = log10_tail(p_null, len(p_null))
     if best > math.log10(req.alpha):
         need = "raise --max-queries" if req.budget_limited else "use a larger fingerprint set"
@@ -116,9 +121,10 @@ def match_verifier(req: VerifyRequest) -> Outcome:
 
     asked = ask_in_batches(req, score, stop, ask)
     log10_p = log10_tail(p_null, len(matched))
+    key = bound_key(space, req.match) if space else f"larger of ids/text {req.match}"
     return Outcome(asked, sorted(matched), log10_p, "match" if log10_p <= math.log10(req.alpha) else "no match",
                    "exact Poisson-binomial tail of the per-key null bounds ≤ α",
-                   f"min {min(p_null):.3g}, max {max(p_null):.3g} (floor {NULL_PROB_FLOOR:g})")
+                   f"min {min(p_null):.3g}, max {max(p_null):.3g} ({key}; floor {NULL_PROB_FLOOR:g})")
 
 
 def records_candidates(fs: FingerprintSet) -> bool:
@@ -126,19 +132,12 @@ def records_candidates(fs: FingerprintSet) -> bool:
     return all("candidates" in fp.meta for fp in fs)
 
 
-def _null_prob(fp: Fingerprint, match: str) -> float:
-    """The per-key null bound: what generation recorded; for candidate ranking, 1/(number of candidates)."""
-    if match == "candidate":
-        return max(fp.null_prob, 1.0 / len(fp.meta["candidates"]))
-    return fp.null_prob
-
-
 def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, list[float]], bool], Callable]:
     """``--match candidate``: the suspect puts our response's first token above the other Perinucleus candidates.
 
-    Generation drew the response uniformly among k recorded candidates with our secret randomness, so a
-    model not derived from ours ranks it first among them with probability exactly 1/k (ties count as
-    misses) — the same null bound as an exact match, while a copy whose fingerprint was diluted (merged,
+    Generation drew the response uniformly among k distinct recorded candidates with our secret randomness,
+    so a model not derived from ours ranks it first among them with probability exactly 1/k (ties count as
+    misses; the candidate list is checked against the header's k and the response before any key is asked) — the same null bound as an exact match, while a copy whose fingerprint was diluted (merged,
     averaged with another licensee's copy) still ranks it first long after greedy decoding stops saying it.
     Needs the suspect's next-token probabilities, so local weights only.
     """
@@ -152,8 +151,7 @@ def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, list[flo
     def ask(fps: list[Fingerprint], system_prompt: Optional[str]) -> list[list[float]]:
         return req.backend.first_token_scores(fps, system_prompt, [fp.meta["candidates"] for fp in fps])
 
-    def hit(fp: Fingerprint, scores: list[float]) -> bool:
-        ours = fp.meta["candidates"].index(fp.response_ids[0])
-        return all(scores[ours] > s for j, s in enumerate(scores) if j != ours)
+    def hit(fp: Fingerprint, scores: list[float]) -> bool:  # candidates checked by null_bounds beforehand
+        return candidate_match(fp.response_ids[0], fp.meta["candidates"], scores)
 
     return hit, ask
