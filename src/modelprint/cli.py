@@ -1,15 +1,19 @@
 """The ``modelprint`` command: thin typer commands that build a typed config and call a stage.
 
 Each stage module exposes ``register(app)``; this file only wires them up and
-turns :class:`~modelprint.errors.ModelprintError` into one line and an exit code.
+turns :class:`~modelprint.errors.ModelprintError` — and anything unexpected — into one
+line and an exit code (2 for every error: 1 means "no match").
 """
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
+from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from modelprint.errors import ModelprintError
 from modelprint.log import console, setup_logging
@@ -45,17 +49,48 @@ for _module in STAGE_MODULES:
     importlib.import_module(_module).register(app)
 
 
-def main() -> None:
+def _unexpected(err: BaseException) -> str:
+    """One line for an exception no stage explained: its type and where to look, never its message.
+
+    Messages of arbitrary exceptions may quote a key, a response or its token ids, so they are
+    not printed; the traceback goes to the debug log (``-vv``).
+    """
+    if isinstance(err, OSError) and err.strerror:  # errno text and a path are safe to show
+        where = f": '{err.filename}'" if err.filename else ""
+        return f"{err.strerror}{where} ({type(err).__name__})"
+    return (f"unexpected {type(err).__name__}: modelprint could not finish and did not decide anything "
+            "(run with -vv for the traceback)")
+
+
+def run(argv: Optional[list[str]] = None) -> int:
+    """Run the CLI on ``argv`` and return its exit code: 0 match/success, 1 no match, 2 any error, 130 interrupted.
+
+    No path returns 1 for a failure: 1 means "no match", so a crash must never look like one.
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        app()
+        app(args=argv, prog_name="modelprint")
+    except SystemExit as done:  # typer ends every run this way: success, Exit(code), usage error (2), Ctrl-C (130)
+        code = 0 if done.code is None else done.code
+        if code == 130:
+            console.print("[bold red]error:[/] interrupted")
+        return code if isinstance(code, int) else 2
     except ModelprintError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        sys.exit(err.exit_code)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        return err.exit_code
     except KeyboardInterrupt:
         console.print("[bold red]error:[/] interrupted")
-        sys.exit(130)
+        return 130
+    except Exception as err:  # noqa: BLE001 -- the last line of defence: one line, exit 2
+        logging.getLogger("modelprint").debug("unexpected error", exc_info=True)
+        console.print(f"[bold red]error:[/] {escape(_unexpected(err))}", highlight=False, soft_wrap=True)
+        return 2
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":
