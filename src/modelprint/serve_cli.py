@@ -19,8 +19,11 @@ def register(app: typer.Typer) -> None:
                                                   help="model id reported by /v1/models (default: directory name)"),
     ) -> None:
         """Serve a local model over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions)."""
+        from modelprint.errors import ConfigError
         from modelprint.serve import serve
 
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--port must be between 1 and 65535, got {port}")
         console.print(f"serving on http://{host}:{port}/v1 (Ctrl-C to stop)")
         serve(model, host=host, port=port, model_name=served_name)
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from modelprint.errors import ModelprintError
 from modelprint.fingerprints import SECRET_FILE_MODE, FingerprintSet
-from modelprint.io import check_output_path, write_text_atomic
+from modelprint.io import check_output_file, write_text_atomic
 from modelprint.registry import db, secrets
 from modelprint.registry.schema import (KINDS, BaseModel, FingerprintSetRow, KeySpend, License, Licensee, Owner,
                                         StressRun, VerificationRun)
@@ -189,7 +189,7 @@ class Registry:
     def export_set(self, ref: SetRef, out: Path, overwrite: bool = False, key: Optional[bytes] = None) -> Path:
         """Write the set as a normal fingerprint file (owner-only, atomic)."""
         out = Path(out)
-        check_output_path(out, overwrite)
+        check_output_file(out, overwrite)
         fs = self.resolve_set(ref, key)
         write_text_atomic(out, fs.to_text(), mode=SECRET_FILE_MODE)
         return out
