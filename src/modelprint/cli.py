@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from typing import Optional
 
 import typer
@@ -45,8 +46,23 @@ def _root(verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Mo
     setup_logging(-1 if quiet else verbose)
 
 
+_STAGE_ERROR: Optional[Exception] = None  # reported by run() as one line: importing this module never crashes
 for _module in STAGE_MODULES:
-    importlib.import_module(_module).register(app)
+    try:
+        importlib.import_module(_module).register(app)
+    except Exception as _err:  # noqa: BLE001
+        _STAGE_ERROR = _STAGE_ERROR or _err
+
+
+def _environment_problem() -> Optional[str]:
+    """Settings that would crash deep inside a dependency (numpy reads SOURCE_DATE_EPOCH when imported)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        try:
+            time.gmtime(int(epoch))
+        except (ValueError, OverflowError, OSError):
+            return "SOURCE_DATE_EPOCH must be a whole number of seconds since 1970 (unset it or fix it)"
+    return None
 
 
 def _unexpected(err: BaseException) -> str:
@@ -69,6 +85,11 @@ def run(argv: Optional[list[str]] = None) -> int:
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    problem = _environment_problem() or (_STAGE_ERROR and f"could not load modelprint's commands "
+                                                          f"({type(_STAGE_ERROR).__name__}): is the install complete?")
+    if problem:
+        console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        return 2
     try:
         app(args=argv, prog_name="modelprint")
     except SystemExit as done:  # typer ends every run this way: success, Exit(code), usage error (2), Ctrl-C (130)

@@ -243,6 +243,15 @@ class Registry:
 
         return self.run(do)
 
+    def count_verifications(self, ref: SetRef, target: str) -> int:
+        """How many verifications of the set against ``target`` the ledger holds (each is one more test)."""
+        def do(s: Session) -> int:
+            row = self._by_name(s, FingerprintSetRow, ref, "fingerprint set")
+            return int(s.execute(select(func.count()).select_from(VerificationRun).where(
+                VerificationRun.fingerprint_set_id == row.id, VerificationRun.target == str(target))).scalar_one())
+
+        return self.run(do)
+
     def record_stress(self, *, model: str, suite: str, report_path: str = "", summary: Optional[dict] = None) -> int:
         def do(s: Session) -> int:
             row = StressRun(model=str(model), suite=str(suite), report_path=str(report_path), summary=summary or {})
@@ -322,6 +331,12 @@ def record_verification(set_ref: SetRef, *, target: str, backend: str, keys: lis
     with Registry(url) as reg:
         return reg.record_verification(set_ref, target=target, backend=backend, keys=keys, matches=matches,
                                        verdict=verdict, p_value=p_value, n_asked=n_asked)
+
+
+def count_verifications(set_ref: SetRef, target: str, url: Optional[str] = None) -> int:
+    """How many verifications of ``target`` against the registered set are recorded."""
+    with Registry(url) as reg:
+        return reg.count_verifications(set_ref, target)
 
 
 def record_stress(*, model: str, suite: str, report_path: str = "", summary: Optional[dict] = None,
