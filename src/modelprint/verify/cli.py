@@ -41,6 +41,12 @@ def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optiona
     return LocalBackend(load_model(model), batch_size=batch_size)
 
 
+def _check_target(model: Optional[str], endpoint: Optional[str]) -> None:
+    """The cheapest check first: before any set is read (a registry name opens the registry)."""
+    if (model is None) == (endpoint is None):
+        raise ConfigError("give exactly one of --model (local weights) or --endpoint (OpenAI-compatible URL)")
+
+
 def _ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
@@ -48,6 +54,8 @@ def _ordinal(n: int) -> str:
 def _ledger_line(r, alpha: float) -> str:
     """What the registry's ledger says about repeated verifications of one set against one target."""
     n = r.registry_verifications
+    if n == 1:
+        return f"ledger: first recorded verification of set '{r.registry_set}' against this target"
     level = alpha / n
     meets = r.log10_adjusted_p_value is not None and r.log10_adjusted_p_value <= math.log10(level)
     return (f"ledger: {_ordinal(n)} recorded verification of set '{r.registry_set}' against this target; a "
@@ -79,6 +87,7 @@ def register(app: typer.Typer) -> None:
         from modelprint.verify import load_set, verify_sets
         from modelprint.verify.core import check_options
 
+        _check_target(model, endpoint)
         check_options(alpha, match, max_queries, batch_size)
         if json_out is not None:  # before the suspect is asked: a verdict is never printed, then lost
             check_output_file(json_out)
@@ -108,7 +117,7 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
         for r in records:
             if r.registry_verifications:
-                console.print(_ledger_line(r, alpha), highlight=False)
+                console.print(_ledger_line(r, alpha), highlight=False, soft_wrap=True)
         if json_out is not None:
             payload = [r.to_json() for r in records]
             write_json_atomic(json_out, payload[0] if len(payload) == 1 else payload)
@@ -137,6 +146,7 @@ def register(app: typer.Typer) -> None:
         from modelprint.verify import load_set
         from modelprint.verify.trace import trace
 
+        _check_target(model, endpoint)
         sources: dict[str, str] = {}
         for item in licensee:
             name, sep, source = item.partition("=")
