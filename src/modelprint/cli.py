@@ -46,12 +46,13 @@ def _root(verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Mo
     setup_logging(-1 if quiet else verbose)
 
 
-_STAGE_ERROR: Optional[Exception] = None  # reported by run() as one line: importing this module never crashes
+_STAGE_ERROR: Optional[str] = None  # reported by run() as one line: importing this module never crashes
 for _module in STAGE_MODULES:
     try:
         importlib.import_module(_module).register(app)
     except Exception as _err:  # noqa: BLE001
-        _STAGE_ERROR = _STAGE_ERROR or _err
+        _STAGE_ERROR = _STAGE_ERROR or (f"could not load the commands of {_module} ({type(_err).__name__}): is the "
+                                        f"install complete? (python -c 'import {_module}' shows why)")
 
 
 def _environment_problem() -> Optional[str]:
@@ -85,8 +86,7 @@ def run(argv: Optional[list[str]] = None) -> int:
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    problem = _environment_problem() or (_STAGE_ERROR and f"could not load modelprint's commands "
-                                                          f"({type(_STAGE_ERROR).__name__}): is the install complete?")
+    problem = _environment_problem() or _STAGE_ERROR
     if problem:
         console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         return 2
