@@ -52,3 +52,34 @@ def tiny_marked(tiny, tiny_set):
     result = embed(tiny, tiny_set, None, config=tiny_recipe())
     assert result.retention >= 0.9
     return result.model
+
+
+def stub_set(tag: str, n: int = 20, null_prob: float = 0.1):
+    """A set of a strategy this install does not know (plain match verifier), keys tagged ``tag``; no model."""
+    from modelprint.fingerprints import Fingerprint, FingerprintSet
+
+    fps = [Fingerprint(index=i, key=f"key {tag} {i}", response=f"r{tag}{i}", response_ids=[1000 + i],
+                       null_prob=null_prob) for i in range(n)]
+    return FingerprintSet(strategy="stub", params={}, seed=0, model_source="stub", model_hash="sha256:m",
+                          tokenizer_hash="sha256:t", fingerprints=fps, created_at="2026-01-01T00:00:00+00:00")
+
+
+class StubSuspect:
+    """Answers the response for the keys it 'carries', something else for the rest."""
+
+    name = "stub"
+    description = "stub:suspect"
+
+    def __init__(self, carries: dict[str, int]) -> None:
+        self.carries = carries  # set tag -> how many of its keys (lowest indices) it answers right
+        self.asked = 0
+
+    def answer(self, fingerprints, system_prompt):
+        from modelprint.verify.backends import Answer
+
+        self.asked += len(fingerprints)
+        out = []
+        for fp in fingerprints:
+            tag = fp.key.split()[1]
+            out.append(Answer(ids=fp.response_ids if fp.index < self.carries.get(tag, 0) else [7]))
+        return out

@@ -247,6 +247,42 @@ def test_choose_keys_prefers_unspent(reg: Registry, db_url: str) -> None:
     assert len(reg.list("verifications")) == 2
 
 
+def test_verify_sets_records_every_run_and_counts_them(reg: Registry, db_url: str) -> None:
+    """The ledger is written by the library (no caller can skip it), even when a later set fails."""
+    from conftest import StubSuspect, stub_set
+
+    from modelprint.verify import verify_sets
+
+    reg.add_set(stub_set("a"), "stub-a")
+    suspect = StubSuspect({"a": 20})
+    first = verify_sets(suspect, ["stub-a"], alpha=1e-6, registry_url=db_url)[0]
+    assert first.verdict == "match" and first.registry_set == "stub-a" and first.registry_verifications == 1
+    second = verify_sets(suspect, ["stub-a"], alpha=1e-6, registry_url=db_url)[0]
+    assert second.registry_verifications == 2
+    assert reg.count_verifications("stub-a", "stub:suspect") == 2 and reg.count_verifications("stub-a", "other") == 0
+    assert len(reg.spent_keys("stub-a")) == first.n_asked
+    # a second set that cannot reach α fails after stub-a was asked: stub-a's run is still in the ledger
+    with pytest.raises(ModelprintError, match="cannot reach"):
+        verify_sets(suspect, ["stub-a", stub_set("z", n=2, null_prob=0.5)], alpha=1e-6, registry_url=db_url)
+    assert reg.count_verifications("stub-a", "stub:suspect") == 3
+
+
+def test_verify_cli_reports_the_ledger_level(reg: Registry, db_url: str, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture) -> None:
+    from conftest import StubSuspect, stub_set
+
+    from modelprint.cli import run
+
+    reg.add_set(stub_set("a"), "stub-a")
+    monkeypatch.setenv("MODELPRINT_DB", db_url)
+    monkeypatch.setattr("modelprint.verify.cli._backend", lambda *a, **k: StubSuspect({"a": 20}))
+    for expected in ("first recorded verification", "2nd recorded verification", "3rd recorded verification"):
+        assert run(["-q", "verify", "-m", "x", "-f", "stub-a", "--alpha", "1e-6"]) == 0
+        err = capsys.readouterr().err
+        assert expected in err, err
+    assert "needs p ≤ α/3" in err and "which this run meets" in err
+
+
 def test_stress_runs(reg: Registry) -> None:
     reg.record_stress(model="m", suite="quick", report_path="r.json", summary={"retained": 0.9})
     assert reg.list("stress")[0]["summary"] == {"retained": 0.9}

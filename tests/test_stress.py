@@ -72,7 +72,6 @@ def test_weight_stresses_transform_copies(tiny_marked, tiny_set, ctx):
     pr = run(ctx, "prune", sparsity=0.5)
     w = pr.model.model.model.layers[0].mlp.up_proj.weight
     assert (w == 0).float().mean() >= 0.5
-    assert rate(pr, tiny_set) < 1.0 or True  # verify runs on it; tiny models may well survive
     for k, v in tiny_marked.model.state_dict().items():  # the fingerprinted model is never modified
         assert torch.equal(v, before[k])
 

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 from scipy import stats as sstats
-from conftest import tiny_recipe
+from conftest import StubSuspect, stub_set, tiny_recipe
 
 from modelprint.errors import ConfigError, FingerprintFileError
 from modelprint.models import LoadedModel
-from modelprint.verify import plan_keys, verify
+from modelprint.verify import plan_keys, verify, verify_sets
 from modelprint.verify.stats import keys_needed, log10_tail, log_tail, sequential_decision, tail
 from modelprint.verify.trace import holm_adjust, trace
 
@@ -105,6 +105,45 @@ def test_holm_adjustment():
     assert adjusted["a"] == pytest.approx(-10 + math.log10(3))
     assert adjusted["b"] == pytest.approx(-3 + math.log10(2))
     assert adjusted["c"] == pytest.approx(max(-0.1, adjusted["b"]))
+
+
+def test_holm_lives_in_stats_and_trace_uses_it():
+    from modelprint.verify import stats, trace as trace_module
+
+    assert trace_module.holm_adjust is stats.holm_adjust
+
+
+def test_verify_sets_holm_corrects_and_decides_at_adjusted_p():
+    """α = 0.02, null 0.1, 20 keys: 6 matches is p ≈ 0.0113 (a match alone, not at Bonferroni's α/2)."""
+    alpha = 0.02
+    p6 = log10_tail([0.1] * 20, 6)
+    assert math.log10(alpha / 2) < p6 <= math.log10(alpha)
+    # one set all matched, one at 6/20: Holm's second step compares the latter with α itself → both match
+    a, b = verify_sets(StubSuspect({"a": 20, "b": 6}), [stub_set("a"), stub_set("b")], alpha=alpha)
+    assert (a.verdict, b.verdict) == ("match", "match")
+    assert a.log10_adjusted_p_value == pytest.approx(a.log10_p_value + math.log10(2))
+    assert b.log10_p_value == pytest.approx(p6) and b.log10_adjusted_p_value == pytest.approx(p6)
+    assert a.family_size == b.family_size == 2 and a.alpha == b.alpha == alpha
+    # two sets at 6/20: each alone is a match, together neither is (the uncorrected CLI said 'match' here)
+    alone = verify_sets(StubSuspect({"b": 6}), [stub_set("b")], alpha=alpha)[0]
+    assert alone.verdict == "match" and alone.family_size == 1 and alone.log10_adjusted_p_value == alone.log10_p_value
+    both = verify_sets(StubSuspect({"b": 6, "c": 6}), [stub_set("b"), stub_set("c")], alpha=alpha)
+    assert [r.verdict for r in both] == ["no match", "no match"]
+    assert all(r.log10_adjusted_p_value == pytest.approx(p6 + math.log10(2)) for r in both)
+    assert "Holm" in both[0].decision_rule and both[0].to_json()["family_size"] == 2
+
+
+def test_verify_sets_checks_every_set_before_asking(tmp_path):
+    good = stub_set("a").save(tmp_path / "a.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    suspect = StubSuspect({"a": 20})
+    with pytest.raises(FingerprintFileError, match="empty"):
+        verify_sets(suspect, [good, tmp_path / "empty.jsonl"])
+    with pytest.raises(ConfigError, match="same set"):
+        verify_sets(suspect, [good, stub_set("a")])
+    with pytest.raises(ConfigError, match="batch size"):
+        verify_sets(suspect, [good], batch_size=0)
+    assert suspect.asked == 0
 
 
 def test_trace_names_the_leaker(tiny, tiny_marked, tiny_set):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -17,7 +18,7 @@ from modelprint.verify.stats import format_p
 
 
 def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, overwrite: bool = False,
-             seed: int = 0) -> dict:
+             seed: int = 0, config: Optional[Path] = None) -> dict:
     from modelprint.embed import EmbedConfig, embed
     from modelprint.generate import generate
     from modelprint.io import write_json_atomic
@@ -40,7 +41,9 @@ def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, 
     console.rule("[bold]2/3 embed")
     t1 = time.perf_counter()
     marked_dir = out / "fingerprinted-model"
-    result = embed(base, fs, marked_dir, config=EmbedConfig(seed=seed), overwrite=True)
+    from modelprint.config import load_config
+
+    result = embed(base, fs, marked_dir, config=load_config(EmbedConfig, config, seed=seed), overwrite=True)
     timings["embed"] = time.perf_counter() - t1
     console.print(f"retention {result.retention:.1%} after {result.epochs} epochs → {marked_dir}")
 
@@ -83,7 +86,9 @@ def register(app: typer.Typer) -> None:
         num_fingerprints: int = typer.Option(64, "--num-fingerprints", "-n"),
         seed: int = typer.Option(0, "--seed"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing demo directory."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Embed recipe YAML (default: the "
+                                              "shipped recipe; a small model may need another)."),
     ) -> None:
         """Run generate → embed → verify on the embedded SmolLM2-135M and print what happened."""
-        summary = run_demo(out, model, num_fingerprints, overwrite, seed)
+        summary = run_demo(out, model, num_fingerprints, overwrite, seed, config)
         raise typer.Exit(0 if summary["passed"] else 1)

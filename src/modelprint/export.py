@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from modelprint.errors import ConfigError, ModelprintError
-from modelprint.io import check_output_path
+from modelprint.io import check_output_file
 from modelprint.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def export_gguf(model: Union[str, Path, LoadedModel], out: Union[str, Path], out
     if outtype not in OUTTYPES:
         raise ConfigError(f"unknown --outtype '{outtype}' (known: {', '.join(OUTTYPES)})")
     out = Path(out)
-    check_output_path(out, overwrite)
+    check_output_file(out, overwrite)
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     config = lm.model.config
     _check_supported(config)

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from modelprint.errors import FingerprintFileError
-from modelprint.io import check_output_path, write_text_atomic
+from modelprint.errors import ConfigError, FingerprintFileError
+from modelprint.io import check_output_file, write_text_atomic
 
 FORMAT = "modelprint.fingerprints"
 VERSION = 1
@@ -80,7 +80,10 @@ class FingerprintSet:
     def __post_init__(self) -> None:
         if not self.created_at:
             epoch = os.environ.get("SOURCE_DATE_EPOCH")
-            now = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
+            try:
+                now = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
+            except (ValueError, OverflowError, OSError):
+                raise ConfigError("SOURCE_DATE_EPOCH must be a whole number of seconds since 1970 (unset it or fix it)") from None
             self.created_at = now.replace(microsecond=0).isoformat()
 
     def __repr__(self) -> str:
@@ -114,7 +117,7 @@ class FingerprintSet:
     def save(self, path: Path, overwrite: bool = False) -> Path:
         """Write atomically with owner-only permissions (these are secrets)."""
         path = Path(path)
-        check_output_path(path, overwrite)
+        check_output_file(path, overwrite)
         write_text_atomic(path, self.to_text(), mode=SECRET_FILE_MODE)
         return path
 

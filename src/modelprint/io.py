@@ -23,6 +23,23 @@ def check_output_path(path: Path, overwrite: bool) -> None:
         raise ModelprintError(f"output directory '{parent}' is not writable")
 
 
+def check_output_file(path: Path, overwrite: bool = True) -> None:
+    """Fail before any work on an output *file* that could not be written: a directory, a missing or
+    unwritable parent. Writability is proven by creating (and removing) a temporary file there, since
+    permission bits do not tell the whole story (root, read-only mounts)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelprintError(f"output '{path}' is a directory; give a file name")
+    check_output_path(path, overwrite)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=parent)
+    except OSError as exc:
+        raise ModelprintError(f"output directory '{parent}' is not writable ({exc.strerror or type(exc).__name__})") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
     path = Path(path)

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     def serve_command(
         model: str = typer.Option(..., "--model", "-m", help="model name, Hugging Face directory or cached hub id"),
         host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
-        port: int = typer.Option(8000, "--port", min=1, max=65535, help="port to listen on"),
+        port: int = typer.Option(8000, "--port", help="port to listen on (1-65535)"),
         served_name: Optional[str] = typer.Option(None, "--served-model-name",
                                                   help="model id reported by /v1/models (default: directory name)"),
         max_prompt_tokens: int = typer.Option(2048, "--max-prompt-tokens",
@@ -26,8 +26,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve a local model over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions)."""
         from modelprint.config import validate
+        from modelprint.errors import ConfigError
         from modelprint.serve import ServeLimits, serve
 
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--port must be between 1 and 65535, got {port}")
         limits = validate(ServeLimits, {"max_prompt_tokens": max_prompt_tokens, "max_tokens": max_tokens,
                                         "max_body_bytes": max_body_bytes, "request_timeout": request_timeout})
         console.print(f"serving on http://{host}:{port}/v1 (Ctrl-C to stop)")

@@ -10,7 +10,7 @@ from pydantic import Field
 from modelprint.config import StrictConfig, validate
 from modelprint.fingerprints import Fingerprint, FingerprintSet
 from modelprint.generate.registry import STRATEGIES, Choice, Strategy, get_strategy, register_strategy
-from modelprint.io import check_output_path
+from modelprint.io import check_output_file
 from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def generate(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, out: Optional
         config = validate(GenerateConfig, options)
     strategy = get_strategy(config.strategy)
     if out is not None:
-        check_output_path(Path(out), overwrite)
+        check_output_file(Path(out), overwrite)
     lm = load_model(model)
     log.info("generating %d fingerprints with strategy '%s' from %s", config.num_fingerprints, strategy.name, lm.source)
     keys = strategy.keys(lm, config.num_fingerprints, key_length=config.key_length, seed=config.seed,

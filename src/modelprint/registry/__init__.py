@@ -7,6 +7,7 @@ Public API (see ``store``/``license`` for details)::
     resolve_set(name, url=None) -> FingerprintSet
     choose_keys(set_ref, n, seed=0, url=None) -> list[int]
     record_verification(set_ref, *, target, backend, keys, matches, verdict, p_value=None, n_asked=None, url=None)
+    count_verifications(set_ref, target, url=None) -> int   # the ledger's runs of this set on this target
     record_stress(*, model, suite, report_path="", summary=None, url=None)
     issue_license(reg, licensee, model, *, out_dir, generate_step=None, embed_step=None, ...)
 """
@@ -15,8 +16,9 @@ from __future__ import annotations
 from modelprint.registry.db import home_dir, resolve_url
 from modelprint.registry.license import IssueContext, issue_license
 from modelprint.registry.secrets import SecretKeyError
-from modelprint.registry.store import (Registry, choose_keys, init_registry, open_registry, record_stress,
-                                       record_verification, resolve_set)
+from modelprint.registry.store import (Registry, choose_keys, count_verifications, init_registry, open_registry,
+                                       record_stress, record_verification, resolve_set)
 
 __all__ = ["Registry", "init_registry", "open_registry", "resolve_set", "choose_keys", "record_verification",
-           "record_stress", "issue_license", "IssueContext", "SecretKeyError", "home_dir", "resolve_url"]
+           "count_verifications", "record_stress", "issue_license", "IssueContext", "SecretKeyError", "home_dir",
+           "resolve_url"]

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from modelprint.errors import ModelprintError
 from modelprint.fingerprints import SECRET_FILE_MODE, FingerprintSet
-from modelprint.io import check_output_path, write_text_atomic
+from modelprint.io import check_output_file, write_text_atomic
 from modelprint.registry import db, secrets
 from modelprint.registry.schema import (KINDS, BaseModel, FingerprintSetRow, KeySpend, License, Licensee, Owner,
                                         StressRun, VerificationRun)
@@ -189,7 +189,7 @@ class Registry:
     def export_set(self, ref: SetRef, out: Path, overwrite: bool = False, key: Optional[bytes] = None) -> Path:
         """Write the set as a normal fingerprint file (owner-only, atomic)."""
         out = Path(out)
-        check_output_path(out, overwrite)
+        check_output_file(out, overwrite)
         fs = self.resolve_set(ref, key)
         write_text_atomic(out, fs.to_text(), mode=SECRET_FILE_MODE)
         return out
@@ -240,6 +240,15 @@ class Registry:
             s.flush()
             s.add_all([KeySpend(fingerprint_set_id=row.id, key_index=k, verification_id=run.id) for k in keys])
             return run.id
+
+        return self.run(do)
+
+    def count_verifications(self, ref: SetRef, target: str) -> int:
+        """How many verifications of the set against ``target`` the ledger holds (each is one more test)."""
+        def do(s: Session) -> int:
+            row = self._by_name(s, FingerprintSetRow, ref, "fingerprint set")
+            return int(s.execute(select(func.count()).select_from(VerificationRun).where(
+                VerificationRun.fingerprint_set_id == row.id, VerificationRun.target == str(target))).scalar_one())
 
         return self.run(do)
 
@@ -322,6 +331,12 @@ def record_verification(set_ref: SetRef, *, target: str, backend: str, keys: lis
     with Registry(url) as reg:
         return reg.record_verification(set_ref, target=target, backend=backend, keys=keys, matches=matches,
                                        verdict=verdict, p_value=p_value, n_asked=n_asked)
+
+
+def count_verifications(set_ref: SetRef, target: str, url: Optional[str] = None) -> int:
+    """How many verifications of ``target`` against the registered set are recorded."""
+    with Registry(url) as reg:
+        return reg.count_verifications(set_ref, target)
 
 
 def record_stress(*, model: str, suite: str, report_path: str = "", summary: Optional[dict] = None,

@@ -1,7 +1,9 @@
 """verify: ask a suspect model the secret keys and decide, with a false-positive bound, whether it is ours."""
 from modelprint.verify.backends import Answer, Backend, LocalBackend, answer_matches
 from modelprint.verify.core import VerifyRecord, plan_keys, verify
+from modelprint.verify.family import SetSource, load_set, verify_sets
 from modelprint.verify.stats import log10_tail, log_tail, sequential_decision, tail
 
 __all__ = ["Answer", "Backend", "LocalBackend", "answer_matches", "VerifyRecord", "plan_keys", "verify",
+           "verify_sets", "load_set", "SetSource",
            "log10_tail", "log_tail", "sequential_decision", "tail"]

@@ -4,7 +4,7 @@ Exit codes (documented in the README): 0 match, 1 no match, 2 error.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -29,8 +29,7 @@ TIMEOUT_HELP = "Seconds per try of each request to the endpoint (a timed-out req
 
 def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optional[str], served_model: Optional[str],
              api: str, batch_size: int, tokenizer: Optional[str] = None, timeout: float = 60.0):
-    if (model is None) == (endpoint is None):
-        raise ConfigError("give exactly one of --model (local weights) or --endpoint (OpenAI-compatible URL)")
+    _check_target(model, endpoint)
     if tokenizer is not None and (endpoint is None or api != "completions"):
         raise ConfigError("--tokenizer renders prompts for --endpoint … --api completions only")
     if endpoint is not None:
@@ -53,15 +52,26 @@ def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optiona
     return LocalBackend(load_model(model), batch_size=batch_size)
 
 
-def _load_set(source: str):
-    """A fingerprint file, or the name of a set in the registry: returns (set, registry name or None)."""
-    from modelprint.fingerprints import load_fingerprints
+def _check_target(model: Optional[str], endpoint: Optional[str]) -> None:
+    """The cheapest check first: before any set is read (a registry name opens the registry)."""
+    if (model is None) == (endpoint is None):
+        raise ConfigError("give exactly one of --model (local weights) or --endpoint (OpenAI-compatible URL)")
 
-    if Path(source).exists() or source.endswith((".jsonl", ".json")):
-        return load_fingerprints(Path(source)), None
-    from modelprint.registry import resolve_set
 
-    return resolve_set(source), source
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _ledger_line(r, alpha: float) -> str:
+    """What the registry's ledger says about repeated verifications of one set against one target."""
+    n = r.registry_verifications
+    if n == 1:
+        return f"ledger: first recorded verification of set '{r.registry_set}' against this target"
+    level = alpha / n
+    meets = r.log10_adjusted_p_value is not None and r.log10_adjusted_p_value <= math.log10(level)
+    return (f"ledger: {_ordinal(n)} recorded verification of set '{r.registry_set}' against this target; a "
+            f"family-wise level across all {n} needs p ≤ α/{n} = {level:.3g} (Bonferroni), which this run "
+            f"{'meets' if meets else 'does not meet'}")
 
 
 def register(app: typer.Typer) -> None:
@@ -86,40 +96,41 @@ def register(app: typer.Typer) -> None:
 
         Exit code: 0 match, 1 no match, 2 error.
         """
-        from modelprint.verify import verify
+        from modelprint.io import check_output_file
+        from modelprint.verify import load_set, verify_sets
+        from modelprint.verify.core import check_options
 
+        _check_target(model, endpoint)
+        check_options(alpha, match, max_queries, batch_size)
+        if json_out is not None:  # before the suspect is asked: a verdict is never printed, then lost
+            check_output_file(json_out)
+        sets = [load_set(source) for source in fingerprints]  # every set read and checked before any key is asked
         backend = _backend(model, endpoint, api_key_env, served_model, api, batch_size, tokenizer, timeout)
-        records = []
-        for source in fingerprints:
-            fs, registry_name = _load_set(source)
-            prefer = None
-            if registry_name is not None:  # spend keys no earlier verification has revealed, first
-                from modelprint.registry import choose_keys
-
-                prefer = choose_keys(registry_name, len(fs), seed=seed)
-            record = verify(backend, fs, max_queries=max_queries, alpha=alpha, match=match, seed=seed,
-                            batch_size=batch_size, prefer=prefer)
-            if registry_name is not None:
-                from modelprint.registry import record_verification
-
-                record_verification(registry_name, target=record.target, backend=record.backend,
-                                    keys=record.keys_spent, matches=record.matches, verdict=record.verdict,
-                                    p_value=record.p_value, n_asked=record.n_asked)
-            records.append(record)
+        records = verify_sets(backend, sets, max_queries=max_queries, alpha=alpha, match=match, seed=seed,
+                              batch_size=batch_size)
+        family = len(records) > 1
         table = Table(title=f"verify {backend.description}")
-        for col in ("set", "asked", "matched", "p-value", "verdict"):
-            table.add_column(col, justify="right" if col in ("asked", "matched", "p-value") else "left")
-        for name, r in zip(fingerprints, records):
+        columns = ("set", "asked", "matched", "p-value") + (("adjusted p",) if family else ()) + ("verdict",)
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("set", "verdict") else "right")
+        for s, r in zip(sets, records):
             colour = "green" if r.verdict == "match" else "yellow"
-            table.add_row(f"{Path(name).name} ({r.set_id[7:19]})", f"{r.n_asked}/{r.n_planned}", str(r.matches),
-                          format_p(r.log10_p_value),
-                          f"[{colour}]{r.verdict}[/]")
+            row = [f"{s.label} ({r.set_id[7:19]})", f"{r.n_asked}/{r.n_planned}", str(r.matches),
+                   format_p(r.log10_p_value)]
+            row += [format_p(r.log10_adjusted_p_value)] if family else []
+            table.add_row(*row, f"[{colour}]{r.verdict}[/]")
         console.print(table)
         for rule in dict.fromkeys(f"{r.verifier}: {r.decision_rule}" for r in records):
             console.print(f"decision ({rule}); α = {alpha:g}", highlight=False)
+        if family:
+            console.print(f"{len(records)} sets, one family-wise level α = {alpha:g}: each set is decided at its "
+                          "Holm-adjusted p ≤ α, so the chance of any false match among them is ≤ α", highlight=False)
         if records[0].null_probs:
             console.print(f"null bound per key {records[0].null_probs}; match mode {records[0].match_mode}",
                           highlight=False)
+        for r in records:
+            if r.registry_verifications:
+                console.print(_ledger_line(r, alpha), highlight=False, soft_wrap=True)
         if json_out is not None:
             payload = [r.to_json() for r in records]
             write_json_atomic(json_out, payload[0] if len(payload) == 1 else payload)
@@ -145,14 +156,28 @@ def register(app: typer.Typer) -> None:
 
         Exit code: 0 someone named, 1 nobody, 2 error.
         """
+        from modelprint.errors import ModelprintError
+        from modelprint.io import check_output_file
+        from modelprint.verify import load_set
         from modelprint.verify.trace import trace
 
-        sets = {}
+        _check_target(model, endpoint)
+        sources: dict[str, str] = {}
         for item in licensee:
-            if "=" not in item:
+            name, sep, source = item.partition("=")
+            if not sep or not name.strip() or not source.strip():
                 raise ConfigError(f"--licensee '{item}' is not of the form NAME=FINGERPRINT_FILE")
-            name, source = item.split("=", 1)
-            sets[name] = _load_set(source)[0]
+            if name in sources:
+                raise ConfigError(f"licensee '{name}' is given twice (each licensee once, with one set)")
+            sources[name] = source
+        if json_out is not None:
+            check_output_file(json_out)
+        sets = {}
+        for name, source in sources.items():  # every licensee's set read and checked before any key is asked
+            try:
+                sets[name] = load_set(source).fs
+            except ModelprintError as err:
+                raise ConfigError(f"licensee '{name}': {err}") from None
         backend = _backend(model, endpoint, api_key_env, served_model, api, 64, tokenizer, timeout)
         record = trace(backend, sets, alpha=alpha, max_queries=max_queries, match=match, seed=seed)
         table = Table(title="trace")

@@ -44,6 +44,11 @@ class VerifyRecord:
     verifier: str = "match"
     decision_rule: str = ""
     statistic: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # several sets in one verification (verify_sets): Holm-adjusted p, decided at ≤ alpha, over family_size sets
+    log10_adjusted_p_value: Optional[float] = None
+    family_size: int = 1
+    registry_set: Optional[str] = None  # the registry name the set came from (its run is in the ledger)
+    registry_verifications: Optional[int] = None  # runs of this set against this target in the ledger, this one too
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,17 +94,24 @@ def verifier_for(fs: FingerprintSet) -> str:
     return strategy.verifier if strategy is not None else "match"
 
 
-def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[str, Path, FingerprintSet], *,
-           max_queries: Optional[int] = None, alpha: float = 1e-6, match: str = "auto", seed: int = 0,
-           batch_size: int = 64, sequential: bool = True, system_prompt: Optional[str] = "__set__",
-           prefer: Optional[Sequence[int]] = None, check_tokenizer: bool = True) -> VerifyRecord:
-    """Decide whether ``target`` carries ``fingerprints``; p-value is the exact Poisson-binomial tail."""
+def check_options(alpha: float, match: str, max_queries: Optional[int], batch_size: int) -> None:
+    """Refuse bad options before any set is read or any key asked."""
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
     if match not in MATCH_MODES:
         raise ConfigError(f"unknown match mode '{match}' (known: {', '.join(MATCH_MODES)})")
     if max_queries is not None and max_queries < 1:
         raise ConfigError(f"max_queries must be ≥ 1, got {max_queries}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be ≥ 1, got {batch_size}")
+
+
+def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[str, Path, FingerprintSet], *,
+           max_queries: Optional[int] = None, alpha: float = 1e-6, match: str = "auto", seed: int = 0,
+           batch_size: int = 64, sequential: bool = True, system_prompt: Optional[str] = "__set__",
+           prefer: Optional[Sequence[int]] = None, check_tokenizer: bool = True) -> VerifyRecord:
+    """Decide whether ``target`` carries ``fingerprints``; p-value is the exact Poisson-binomial tail."""
+    check_options(alpha, match, max_queries, batch_size)
     fs = as_fingerprint_set(fingerprints)
     backend = target if hasattr(target, "answer") else LocalBackend(load_model(target), batch_size=batch_size)
     prepare = getattr(backend, "prepare", None)
@@ -123,7 +135,7 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
         p_value=None if log10_p is None else 10 ** log10_p, log10_p_value=log10_p, alpha=alpha, match_mode=match,
         keys_spent=outcome.asked, matched=outcome.matched, stopped_early=len(outcome.asked) < len(planned),
         null_probs=outcome.null_probs, verifier=verifier_name, decision_rule=outcome.rule,
-        statistic=outcome.statistic,
+        statistic=outcome.statistic, log10_adjusted_p_value=log10_p,
         created_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
     log.info("verify %s (%s): %d/%d matched → %s", fs.set_id[:19], verifier_name, record.matches, record.n_asked,
              record.verdict)

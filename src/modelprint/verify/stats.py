@@ -13,7 +13,7 @@ give p ≤ α, 'no match' once even all remaining keys matching could not.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -62,6 +62,22 @@ def keys_needed(p: float, alpha: float, retention: float = 1.0) -> int:
         if log_tail([p] * n, math.ceil(n * retention)) <= math.log(alpha):
             return n
     raise ValueError("no feasible number of keys")
+
+
+def holm_adjust(log10_p: Mapping[str, float]) -> dict[str, float]:
+    """Holm step-down adjusted p-values, in log10 (valid under any dependence between the tests).
+
+    Deciding each test at adjusted p ≤ α keeps the chance of any false 'match' among them ≤ α.
+    """
+    names = sorted(log10_p, key=lambda n: log10_p[n])
+    m = len(names)
+    adjusted: dict[str, float] = {}
+    running = -math.inf
+    for rank, name in enumerate(names):
+        value = min(0.0, log10_p[name] + math.log10(m - rank))
+        running = max(running, value)
+        adjusted[name] = running
+    return adjusted
 
 
 def format_p(log10_p: Optional[float]) -> str:

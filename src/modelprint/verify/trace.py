@@ -16,6 +16,7 @@ from modelprint.fingerprints import FingerprintSet
 from modelprint.models import LoadedModel, load_model
 from modelprint.verify.backends import Backend, LocalBackend
 from modelprint.verify.core import VerifyRecord, as_fingerprint_set, verify
+from modelprint.verify.stats import holm_adjust  # noqa: F401 -- re-exported: trace's correction
 
 
 @dataclasses.dataclass
@@ -28,30 +29,20 @@ class TraceRecord:
         return dataclasses.asdict(self)
 
 
-def holm_adjust(log10_p: Mapping[str, float]) -> dict[str, float]:
-    """Holm step-down adjusted p-values, in log10."""
-    names = sorted(log10_p, key=lambda n: log10_p[n])
-    m = len(names)
-    adjusted: dict[str, float] = {}
-    running = -math.inf
-    for rank, name in enumerate(names):
-        value = min(0.0, log10_p[name] + math.log10(m - rank))
-        running = max(running, value)
-        adjusted[name] = running
-    return adjusted
-
-
 def trace(target: Union[str, LoadedModel, Backend], sets: Mapping[str, Union[str, FingerprintSet]], *,
           alpha: float = 1e-6, max_queries: Optional[int] = None, match: str = "auto", seed: int = 0,
           batch_size: int = 64) -> TraceRecord:
     """Ask the suspect a sample of each licensee's keys; name the licensee(s) whose set matches."""
     if len(sets) < 1:
         raise ConfigError("trace needs at least one licensee's fingerprint set")
+    if any(not str(name).strip() for name in sets):
+        raise ConfigError("every licensee needs a name (NAME=FINGERPRINT_FILE)")
+    loaded = {name: as_fingerprint_set(source) for name, source in sets.items()}  # every file checked before asking
     backend = target if hasattr(target, "answer") else LocalBackend(load_model(target), batch_size=batch_size)
     records: dict[str, VerifyRecord] = {}
-    for name, source in sets.items():
+    for name, fs in loaded.items():
         # Not sequential: every licensee gets the same number of questions, so p-values are comparable.
-        records[name] = verify(backend, as_fingerprint_set(source), max_queries=max_queries, alpha=alpha,
+        records[name] = verify(backend, fs, max_queries=max_queries, alpha=alpha,
                                match=match, seed=seed, batch_size=batch_size, sequential=False)
     unbounded = [n for n, r in records.items() if r.log10_p_value is None]
     if unbounded:
