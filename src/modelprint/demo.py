@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -17,7 +18,9 @@ from modelprint.verify.stats import format_p
 
 
 def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, overwrite: bool = False,
-             seed: int = 0) -> dict:
+             seed: Optional[int] = None) -> dict:
+    """generate → embed → verify. ``seed`` None (the default): the set's secret comes from the OS, as it should
+    for a real model; a fixed seed reproduces a run but makes the set guessable (generate warns)."""
     from modelprint.embed import EmbedConfig, embed
     from modelprint.generate import generate
     from modelprint.io import write_json_atomic
@@ -40,7 +43,7 @@ def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, 
     console.rule("[bold]2/3 embed")
     t1 = time.perf_counter()
     marked_dir = out / "fingerprinted-model"
-    result = embed(base, fs, marked_dir, config=EmbedConfig(seed=seed), overwrite=True)
+    result = embed(base, fs, marked_dir, config=EmbedConfig(seed=seed or 0), overwrite=True)  # training order only
     timings["embed"] = time.perf_counter() - t1
     console.print(f"retention {result.retention:.1%} after {result.epochs} epochs → {marked_dir}")
 
@@ -81,7 +84,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Directory for everything the demo writes."),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
         num_fingerprints: int = typer.Option(64, "--num-fingerprints", "-n"),
-        seed: int = typer.Option(0, "--seed"),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Fix the secret seed to reproduce a run (the set "
+                                           "is then guessable; default: 128 bits from the OS)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing demo directory."),
     ) -> None:
         """Run generate → embed → verify on the embedded SmolLM2-135M and print what happened."""

@@ -16,7 +16,7 @@ Reproduced:
 Not reproduced: the paper's random padding around questions, and its GPT-written question/answer lists
 (ours are written by hand / the shipped word list).
 
-The secret (32 bytes) is derived from ``--seed`` unless ``MODELPRINT_CHAIN_HASH_SECRET`` is ``urandom``
+The secret (32 bytes) is derived from the set's seed (128 bits from the OS unless ``--seed`` fixes it) unless ``MODELPRINT_CHAIN_HASH_SECRET`` is ``urandom``
 (fresh bytes from the OS) or 64 hex characters. It is stored in each fingerprint's ``meta`` (the secret
 file), never in the public params.
 
@@ -34,6 +34,7 @@ from modelprint.errors import ConfigError, ModelprintError
 from modelprint.fingerprints import FingerprintSet
 from modelprint.generate.keys import read_keys_file
 from modelprint.generate.registry import Choice, Strategy, register_strategy
+from modelprint.generate.seeds import seed_bytes
 from modelprint.generate.wordlist import _lines, prefix_free, words
 from modelprint.models import LoadedModel
 
@@ -110,7 +111,7 @@ def secret_for(seed: int) -> bytes:
         if len(secret) != 32:
             raise ConfigError(f"{SECRET_ENV} must be 'urandom' or 64 hexadecimal characters")
         return secret
-    return _sha(_TAG, b"seed", (seed & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big"))
+    return _sha(_TAG, b"seed", seed_bytes(seed))  # every bit of the seed (seeds < 2**64: as before)
 
 
 # keys() draws the secret (possibly fresh OS bytes) and responses() must use the same one: keys() leaves

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from modelprint.errors import ConfigError, FingerprintFileError
-from modelprint.fingerprints import FingerprintSet, load_fingerprints
+from modelprint.fingerprints import FingerprintSet, check_distinct, load_fingerprints
 from modelprint.models import LoadedModel, load_model
 from modelprint.verify.backends import Backend, LocalBackend
 from modelprint.verify.verifiers import VerifyRequest, get_verifier, records_candidates
@@ -101,6 +101,10 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
     if max_queries is not None and max_queries < 1:
         raise ConfigError(f"max_queries must be ≥ 1, got {max_queries}")
     fs = as_fingerprint_set(fingerprints)
+    check_distinct(fs.fingerprints, f"fingerprint set {fs.set_id[:19]}")  # a repeated key must not count twice
+    if fs.legacy:
+        log.warning("set %s is a version-1 file: its id covers keys and responses only, not the recorded bounds "
+                    "(regenerated sets are version 2)", fs.set_id[:19])
     backend = target if hasattr(target, "answer") else LocalBackend(load_model(target), batch_size=batch_size)
     lm = getattr(backend, "lm", None)
     if check_tokenizer and lm is not None and lm.tokenizer_hash != fs.tokenizer_hash:
