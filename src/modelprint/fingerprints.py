@@ -218,18 +218,20 @@ def check_distinct(fingerprints: Sequence[Fingerprint], where: str, lines: Optio
     ``lines`` (the file line of each fingerprint) names the clashing lines; else they are named by index.
     The message never contains a key.
     """
-    def name(pos: int) -> str:
-        return f"line {lines[pos]}" if lines is not None else f"fingerprint #{fingerprints[pos].index}"
+    def both(a: int, b: int) -> str:
+        if lines is not None:
+            return f"lines {lines[a]} and {lines[b]}"
+        return f"fingerprints #{fingerprints[a].index} and #{fingerprints[b].index}"
 
     first_index: dict[int, int] = {}
     first_key: dict[str, int] = {}
     for pos, fp in enumerate(fingerprints):
         if fp.index in first_index:
-            raise FingerprintFileError(f"{where} has duplicate entries: {name(first_index[fp.index])} and {name(pos)} "
-                                       f"have the same index {fp.index}")
+            raise FingerprintFileError(f"{where} has duplicate entries: {both(first_index[fp.index], pos)} have the "
+                                       f"same index {fp.index}")
         if fp.key in first_key:
-            raise FingerprintFileError(f"{where} has duplicate entries: {name(first_key[fp.key])} and {name(pos)} "
-                                       "have the same key (each key may count once)")
+            raise FingerprintFileError(f"{where} has duplicate entries: {both(first_key[fp.key], pos)} have the same "
+                                       "key (a key may count only once)")
         first_index[fp.index] = pos
         first_key[fp.key] = pos
 
