@@ -16,8 +16,8 @@ Reproduced:
 Not reproduced: the paper's random padding around questions, and its GPT-written question/answer lists
 (ours are written by hand / the shipped word list).
 
-The secret (32 bytes) is derived from the set's seed (128 bits from the OS unless ``--seed`` fixes it) unless ``MODELPRINT_CHAIN_HASH_SECRET`` is ``urandom``
-(fresh bytes from the OS) or 64 hex characters. It is stored in each fingerprint's ``meta`` (the secret
+The secret (32 bytes) is derived from all bits of the set's seed (128 bits from the OS unless ``--seed``
+fixes it) unless ``MODELPRINT_CHAIN_HASH_SECRET`` is ``urandom`` (fresh bytes from the OS) or 64 hex characters. It is stored in each fingerprint's ``meta`` (the secret
 file), never in the public params.
 
 Verifier: the default ``match``. Each answer is uniform over the prefix-free pool given our secret, so a
