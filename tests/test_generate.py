@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from scipy import stats as sstats
 
 from modelprint.errors import ConfigError, ModelprintError, OutputExistsError
 from modelprint.fingerprints import load_fingerprints
@@ -63,15 +64,89 @@ def test_perinucleus_matches_independent_rule(tiny):
         assert fp.null_prob == pytest.approx(1 / 3)
 
 
-def test_perinucleus_choice_is_uniform_over_candidates(tiny):
-    keys = [f"Tell me about the river number {i} and the sea." for i in range(60)]
+def _uniformity_p(picks, k):
+    """Chi-square goodness-of-fit p-value of the pick indices against uniform over k slots."""
+    counts = np.bincount(np.asarray(picks), minlength=k)
+    assert len(counts) == k, "a pick index outside the k candidates"
+    return sstats.chisquare(counts).pvalue
+
+
+def test_uniformity_check_rejects_a_constant_or_lopsided_pick():
+    # the check below must be able to fail: a constant pick, or one slot twice as likely, is rejected
+    assert _uniformity_p([0] * 300, 3) < 1e-6
+    assert _uniformity_p([0, 0, 1, 2] * 750, 3) < 1e-6
+    assert _uniformity_p(np.random.default_rng(0).integers(3, size=3000), 3) > 1e-3
+
+
+def _pick_indices(choices):
+    """Which of the recorded candidates each response is (the pick the bound 1/k is about)."""
+    return [c.meta["candidates"].index(c.response_ids[0]) for c in choices]
+
+
+def test_perinucleus_pick_is_uniform_over_candidates(tiny):
+    from modelprint.generate.responses import perinucleus
+
+    keys = [f"Tell me about the river number {i} and the sea." for i in range(600)]
     picks = []
-    for seed in range(3):
-        from modelprint.generate.responses import perinucleus
-        picks += [c.meta["rank"] - c.meta["nucleus_size"] - c.meta["widened"] for c in perinucleus(
-            tiny, keys, response_length=1, threshold=0.8, k=3, seed=seed, batch_size=16)]
-    # Every candidate slot gets picked sometimes (ranks relative to the nucleus start differ).
-    assert len(set(picks)) >= 3
+    for seed in (3, 2 ** 127 + 12345):  # a small fixed seed and a full-width one (as drawn from the OS)
+        picks += _pick_indices(perinucleus(tiny, keys, response_length=1, threshold=0.8, k=3, seed=seed,
+                                           batch_size=128))
+    assert _uniformity_p(picks, 3) > 1e-3, np.bincount(picks)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2 ** 100 + 1, 2 ** 128 - 1])
+def test_pick_draw_is_uniform_over_many_indices(seed):
+    from modelprint.generate.wordlist import rng_for
+
+    for k in (3, 5):  # the draw perinucleus makes for key ``index``
+        picks = [int(rng_for(seed, 0x50, index).integers(k)) for index in range(3000)]
+        assert _uniformity_p(picks, k) > 1e-3
+
+
+def test_default_seed_is_secret_and_fresh(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    a = generate(tiny, tmp_path / "a.jsonl", strategy="random-word", num_fingerprints=8, key_length=6)
+    b = generate(tiny, tmp_path / "b.jsonl", strategy="random-word", num_fingerprints=8, key_length=6)
+    assert a.seed != b.seed and a.set_id != b.set_id
+    assert {fp.key for fp in a}.isdisjoint(fp.key for fp in b)
+    assert (tmp_path / "a.jsonl").read_bytes() != (tmp_path / "b.jsonl").read_bytes()
+    # 128 bits from the OS, recorded in the owner-only file (not in the set id)
+    assert max(a.seed, b.seed).bit_length() > 64 and load_fingerprints(tmp_path / "a.jsonl").seed == a.seed
+    again = generate(tiny, tmp_path / "c.jsonl", strategy="random-word", num_fingerprints=8, key_length=6, seed=a.seed)
+    assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes() and again.set_id == a.set_id
+
+
+def test_default_perinucleus_picks_differ(tiny, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("".join(f"Tell me about the river number {i} and the sea.\n" for i in range(24)))
+    a, b = (generate(tiny, strategy="custom", keys_file=str(keys), num_fingerprints=24) for _ in range(2))
+    # same public keys, fresh secret picks: equal only with chance 3**-24
+    assert [fp.response_ids for fp in a] != [fp.response_ids for fp in b] and a.set_id != b.set_id
+
+
+def test_every_bit_of_the_seed_counts(tiny):
+    from modelprint.generate.seeds import torch_seed
+    from modelprint.generate.wordlist import random_words
+    from modelprint.schemes.chain_hash import secret_for
+    from modelprint.schemes.kgw import watermark_key
+
+    base = 2 ** 127 + 2 ** 64 + 5
+    for bit in (0, 31, 32, 63, 64, 100, 127):
+        other = base ^ (1 << bit)
+        assert random_words(base, 1, 8) != random_words(other, 1, 8)
+        assert torch_seed(base, 1) != torch_seed(other, 1)
+        assert secret_for(base) != secret_for(other)
+        assert watermark_key(base) != watermark_key(other)
+
+
+def test_fixed_seed_warns_that_the_set_is_guessable(tiny, caplog):
+    with caplog.at_level("WARNING"):
+        generate(tiny, strategy="random-word", num_fingerprints=2, key_length=4, seed=5)
+    assert sum("guessable" in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        generate(tiny, strategy="random-word", num_fingerprints=2, key_length=4)
+    assert not any("guessable" in r.getMessage() for r in caplog.records)
 
 
 def test_deterministic_bytes(tiny, tmp_path, monkeypatch):

@@ -166,6 +166,33 @@ def test_bad_sqlite_location_and_url(tmp_path: Path) -> None:
         Registry("::nonsense::")
 
 
+def test_home_and_database_are_owner_only_under_umask_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "made" / "by" / "modelprint"
+    monkeypatch.setenv("MODELPRINT_HOME", str(home))
+    old = os.umask(0)
+    try:
+        init_registry()
+        with Registry() as registry:
+            registry.add_set(make_set(), "s")
+            files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in home.iterdir()}
+    finally:
+        os.umask(old)
+    for directory in (tmp_path / "made", tmp_path / "made" / "by", home):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    assert files["registry.db"] == 0o600 and files["secret.key"] == 0o600
+    assert all(mode == 0o600 for name, mode in files.items() if name.startswith("registry.db")), files
+
+
+def test_stored_set_must_hash_to_its_record(reg: Registry, db_url: str) -> None:
+    reg.add_set(make_set(), "s")
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE fingerprint_sets SET set_id = 'sha256:other'"))
+    engine.dispose()
+    with pytest.raises(ModelprintError, match="does not hash to its recorded set_id"):
+        reg.resolve_set("s")
+
+
 def test_default_location_is_modelprint_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert regdb.resolve_url() == f"sqlite:///{home / 'registry.db'}"
     monkeypatch.setenv("MODELPRINT_DB", "sqlite:////elsewhere.db")
@@ -444,6 +471,9 @@ def test_cli_flow(cli: typer.Typer, db_url: str, tmp_path: Path, monkeypatch: py
     ok("registry", "add-set", str(src), "--name", "base", "--owner", "alice")
     listing = ok("registry", "list", "sets")
     assert "base" in listing and "zebra" not in listing
+    assert "created_at" in listing  # when the set was registered: the commitment predates a suspect
+    registered = json.loads(ok("registry", "list", "sets", "--json"))[0]["created_at"]
+    assert registered[:4].isdigit() and registered in listing
     assert "zebra" not in ok("registry", "show", "sets", "base")
     assert "secret key a 3 zebra" in ok("registry", "show", "sets", "base", "--reveal")
     ok("registry", "export-set", "base", "--out", str(tmp_path / "back.jsonl"))

@@ -18,7 +18,9 @@ from modelprint.verify.stats import format_p
 
 
 def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, overwrite: bool = False,
-             seed: int = 0, config: Optional[Path] = None) -> dict:
+             seed: Optional[int] = None, config: Optional[Path] = None) -> dict:
+    """generate → embed → verify. ``seed`` None (the default): the set's secret comes from the OS, as it should
+    for a real model; a fixed seed reproduces a run but makes the set guessable (generate warns)."""
     from modelprint.embed import EmbedConfig, embed
     from modelprint.generate import generate
     from modelprint.io import write_json_atomic
@@ -43,7 +45,7 @@ def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, 
     marked_dir = out / "fingerprinted-model"
     from modelprint.config import load_config
 
-    result = embed(base, fs, marked_dir, config=load_config(EmbedConfig, config, seed=seed), overwrite=True)
+    result = embed(base, fs, marked_dir, config=load_config(EmbedConfig, config, seed=seed), overwrite=True)  # seed: order
     timings["embed"] = time.perf_counter() - t1
     console.print(f"retention {result.retention:.1%} after {result.epochs} epochs → {marked_dir}")
 
@@ -84,7 +86,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Directory for everything the demo writes."),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
         num_fingerprints: int = typer.Option(64, "--num-fingerprints", "-n"),
-        seed: int = typer.Option(0, "--seed"),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Fix the secret seed to reproduce a run (the set "
+                                           "is then guessable; default: 128 bits from the OS)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing demo directory."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="Embed recipe YAML (default: the "
                                               "shipped recipe; a small model may need another)."),

@@ -2,9 +2,15 @@
 
 File layout::
 
-    {"format": "modelprint.fingerprints", "version": 1, "strategy": ..., "count": N, ...}   <- header
+    {"format": "modelprint.fingerprints", "version": 2, "strategy": ..., "count": N, "set_id": ..., ...}  <- header
     {"index": 0, "key": ..., "response": ..., "response_ids": [...], "null_prob": ..., "meta": {...}}
     ...
+
+The set id of a version-2 file is a SHA-256 over a canonical JSON of everything a verdict uses (strategy,
+params, system prompt, model and tokenizer hashes, every fingerprint's whole record), so a file whose bounds,
+candidates or parameters were edited after it was written no longer loads. Version-1 files keep their
+legacy id (keys and response ids only, so registry records and model cards still match) and say so
+(``FingerprintSet.legacy``). The seed and creation time are not part of the id.
 
 Keys and responses are secrets: nothing here logs them, and ``FingerprintSet``'s
 repr hides them.
@@ -17,13 +23,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from modelprint.errors import ConfigError, FingerprintFileError
 from modelprint.io import check_output_file, write_text_atomic
 
 FORMAT = "modelprint.fingerprints"
-VERSION = 1
+VERSION = 2  # written; version-1 files still load (legacy set id)
+LEGACY_VERSION = 1
 SECRET_FILE_MODE = 0o600
 
 
@@ -50,6 +57,10 @@ class Fingerprint:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], where: str) -> "Fingerprint":
+        if not isinstance(obj, dict):
+            raise FingerprintFileError(f"{where}: a fingerprint record must be a JSON object")
+        if not isinstance(obj.get("meta") or {}, dict):
+            raise FingerprintFileError(f"{where}: 'meta' must be a JSON object")
         try:
             fp = cls(index=int(obj["index"]), key=str(obj["key"]), response=str(obj["response"]),
                      response_ids=[int(i) for i in obj["response_ids"]], null_prob=float(obj["null_prob"]),
@@ -76,15 +87,16 @@ class FingerprintSet:
     fingerprints: list[Fingerprint]
     created_at: str = ""
     system_prompt: Optional[str] = None
+    format_version: int = VERSION  # 1 only for sets read from version-1 files (legacy set id)
 
     def __post_init__(self) -> None:
         if not self.created_at:
-            epoch = os.environ.get("SOURCE_DATE_EPOCH")
-            try:
-                now = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
-            except (ValueError, OverflowError, OSError):
-                raise ConfigError("SOURCE_DATE_EPOCH must be a whole number of seconds since 1970 (unset it or fix it)") from None
-            self.created_at = now.replace(microsecond=0).isoformat()
+            self.created_at = _now().replace(microsecond=0).isoformat()
+
+    @property
+    def legacy(self) -> bool:
+        """True for a version-1 set: its id covers keys and response ids only, not the bounds verify uses."""
+        return self.format_version < 2
 
     def __repr__(self) -> str:
         return f"FingerprintSet(strategy={self.strategy!r}, count={len(self)}, id={self.set_id[:19]})"
@@ -97,14 +109,30 @@ class FingerprintSet:
 
     @property
     def set_id(self) -> str:
-        """Content hash of the secrets: identifies the set without revealing it."""
-        h = hashlib.sha256()
-        for fp in self.fingerprints:
-            h.update(json.dumps([fp.key, fp.response_ids], ensure_ascii=False).encode())
-        return "sha256:" + h.hexdigest()
+        """Content hash of everything a verdict uses: identifies the set without revealing it.
+
+        Version 2: SHA-256 of :meth:`decision_content` as canonical JSON. Version 1 (legacy): keys and
+        response ids only.
+        """
+        if self.legacy:
+            h = hashlib.sha256()
+            for fp in self.fingerprints:
+                h.update(json.dumps([fp.key, fp.response_ids], ensure_ascii=False).encode())
+            return "sha256:" + h.hexdigest()
+        return "sha256:" + hashlib.sha256(canonical_json(self.decision_content()).encode()).hexdigest()
+
+    def decision_content(self) -> dict[str, Any]:
+        """What the set id of a version-2 set covers: every field a verdict reads (not the seed, time or path)."""
+        return {"format": FORMAT, "version": self.format_version, "strategy": self.strategy, "params": self.params,
+                "system_prompt": self.system_prompt, "model_hash": self.model_hash,
+                "tokenizer_hash": self.tokenizer_hash,
+                # the types the parser reads back (an int null_prob of 1 is read as 1.0)
+                "fingerprints": [{"index": int(fp.index), "key": str(fp.key), "response": str(fp.response),
+                                  "response_ids": [int(i) for i in fp.response_ids], "null_prob": float(fp.null_prob),
+                                  "meta": fp.meta} for fp in self.fingerprints]}
 
     def header(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "strategy": self.strategy, "params": self.params,
+        return {"format": FORMAT, "version": self.format_version, "strategy": self.strategy, "params": self.params,
                 "seed": self.seed, "model_source": self.model_source, "model_hash": self.model_hash,
                 "tokenizer_hash": self.tokenizer_hash, "system_prompt": self.system_prompt,
                 "count": len(self.fingerprints), "set_id": self.set_id, "created_at": self.created_at}
@@ -142,35 +170,120 @@ def parse_fingerprints_text(text: str, where: str, line_prefix: Optional[str] = 
     """Validate and rebuild a set from its ``to_text()`` form (a file's content, or the registry's decrypted copy).
 
     ``where`` names the source in errors (never its content); ``line_prefix`` prefixes ``:LINE`` locations.
+    Refused, each with one line: malformed JSON or fields, duplicate entries, a count that disagrees, and
+    (set id present, or any version-2 file) content that does not hash to the recorded set id.
     """
     at = line_prefix or where
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
+    numbered = [(number, ln) for number, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
+    if not numbered:
         raise FingerprintFileError(f"{where} is empty")
     records = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in numbered:
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise FingerprintFileError(f"{at}:{number}: not valid JSON") from None
     header = records[0]
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FingerprintFileError(f"{where} is not a modelprint fingerprint set (no header line)")
-    if int(header.get("version", 0)) > VERSION:
-        raise FingerprintFileError(f"{where} uses format version {header.get('version')}; upgrade modelprint")
-    fps = [Fingerprint.from_json(r, f"{at}:{n}") for n, r in enumerate(records[1:], start=2)]
+    h = _Header(header, where)
+    version = h.integer("version", default=LEGACY_VERSION, minimum=1)
+    if version > VERSION:
+        raise FingerprintFileError(f"{where} uses format version {version}; upgrade modelprint")
+    fps = [Fingerprint.from_json(r, f"{at}:{number}") for (number, _), r in zip(numbered[1:], records[1:])]
     if not fps:
         raise FingerprintFileError(f"{where} contains no fingerprints")
-    if header.get("count") is not None and int(header["count"]) != len(fps):
-        raise FingerprintFileError(f"{where} is truncated: header says {header['count']} fingerprints, found {len(fps)}")
-    try:
-        fs = FingerprintSet(strategy=str(header["strategy"]), params=dict(header.get("params") or {}),
-                            seed=int(header.get("seed", 0)), model_source=str(header.get("model_source", "")),
-                            model_hash=str(header["model_hash"]), tokenizer_hash=str(header["tokenizer_hash"]),
-                            fingerprints=fps, created_at=str(header.get("created_at") or ""),
-                            system_prompt=header.get("system_prompt"))
-    except KeyError as exc:
-        raise FingerprintFileError(f"{where}: header lacks {exc}") from None
-    if header.get("set_id") and header["set_id"] != fs.set_id:
-        raise FingerprintFileError(f"{where} was modified after it was written (set_id does not match its content)")
+    check_distinct(fps, where, [number for number, _ in numbered[1:]])
+    count = h.integer("count", default=None, minimum=0)
+    if count is not None and count != len(fps):
+        raise FingerprintFileError(f"{where} is truncated: header says {count} fingerprints, found {len(fps)}")
+    fs = FingerprintSet(strategy=h.text("strategy", required=True), params=h.mapping("params"),
+                        seed=h.integer("seed", default=0), model_source=h.text("model_source") or "",
+                        model_hash=h.text("model_hash", required=True),
+                        tokenizer_hash=h.text("tokenizer_hash", required=True), fingerprints=fps,
+                        created_at=h.text("created_at") or "", system_prompt=h.text("system_prompt"),
+                        format_version=version)
+    recorded = h.text("set_id")
+    if recorded is None and not fs.legacy:
+        raise FingerprintFileError(f"{where} has no set_id in its header (a version-{version} set must carry one)")
+    if recorded is not None and recorded != fs.set_id:
+        raise FingerprintFileError(f"{where} was modified after it was written (its content does not hash to its "
+                                   "set_id)")
     return fs
+
+
+def check_distinct(fingerprints: Sequence[Fingerprint], where: str, lines: Optional[Sequence[int]] = None) -> None:
+    """Refuse a set that holds one index or one key twice: a repeated key would count as two matches.
+
+    ``lines`` (the file line of each fingerprint) names the clashing lines; else they are named by index.
+    The message never contains a key.
+    """
+    def both(a: int, b: int) -> str:
+        if lines is not None:
+            return f"lines {lines[a]} and {lines[b]}"
+        return f"fingerprints #{fingerprints[a].index} and #{fingerprints[b].index}"
+
+    first_index: dict[int, int] = {}
+    first_key: dict[str, int] = {}
+    for pos, fp in enumerate(fingerprints):
+        if fp.index in first_index:
+            raise FingerprintFileError(f"{where} has duplicate entries: {both(first_index[fp.index], pos)} have the "
+                                       f"same index {fp.index}")
+        if fp.key in first_key:
+            raise FingerprintFileError(f"{where} has duplicate entries: {both(first_key[fp.key], pos)} have the same "
+                                       "key (a key may count only once)")
+        first_index[fp.index] = pos
+        first_key[fp.key] = pos
+
+
+def canonical_json(obj: Any) -> str:
+    """One spelling per value: JSON-normalised (tuples→lists, int keys→strings), sorted keys, no spaces."""
+    return json.dumps(json.loads(json.dumps(obj, ensure_ascii=False)), ensure_ascii=False, sort_keys=True,
+                      separators=(",", ":"))
+
+
+class _Header:
+    """Typed reads of header fields; a wrong type is one FingerprintFileError line."""
+
+    def __init__(self, header: dict[str, Any], where: str) -> None:
+        self.header, self.where = header, where
+
+    def _bad(self, field: str, what: str) -> FingerprintFileError:
+        return FingerprintFileError(f"{self.where}: header field '{field}' must be {what}")
+
+    def integer(self, field: str, default: Optional[int], minimum: Optional[int] = None) -> Any:
+        value = self.header.get(field)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+            raise self._bad(field, "an integer" + (f" ≥ {minimum}" if minimum is not None else ""))
+        return value
+
+    def text(self, field: str, required: bool = False) -> Any:
+        if field not in self.header or self.header[field] is None:
+            if required:
+                raise FingerprintFileError(f"{self.where}: header lacks '{field}'")
+            return None
+        value = self.header[field]
+        if not isinstance(value, str):
+            raise self._bad(field, "a string")
+        return value
+
+    def mapping(self, field: str) -> dict[str, Any]:
+        value = self.header.get(field)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self._bad(field, "a JSON object")
+        return value
+
+
+def _now() -> _dt.datetime:
+    """The creation time: ``SOURCE_DATE_EPOCH`` (reproducible builds) when set, else the clock."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return _dt.datetime.now(_dt.timezone.utc)
+    try:
+        return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise ConfigError("SOURCE_DATE_EPOCH must be a whole number of seconds since 1970") from None

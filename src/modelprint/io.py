@@ -81,3 +81,36 @@ def atomic_directory(final: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+PRIVATE_DIR_MODE = 0o700
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` and its missing parents owner-only (0700) whatever the umask; existing ones are left alone."""
+    path = Path(path).expanduser()
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:  # another process made it first: not ours to change
+            continue
+        os.chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode is narrowed by the umask, never widened: make sure
+    return path
+
+
+def create_private_file(path: Path, mode: int = 0o600) -> bool:
+    """Create ``path`` empty with ``mode`` whatever the umask, unless it exists; returns whether it was created."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return True

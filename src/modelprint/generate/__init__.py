@@ -8,8 +8,9 @@ from typing import Optional, Union
 from pydantic import Field
 
 from modelprint.config import StrictConfig, validate
-from modelprint.fingerprints import Fingerprint, FingerprintSet
+from modelprint.fingerprints import Fingerprint, FingerprintSet, check_distinct
 from modelprint.generate.registry import STRATEGIES, Choice, Strategy, get_strategy, register_strategy
+from modelprint.generate.seeds import resolve_seed
 from modelprint.io import check_output_file
 from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
 
@@ -27,7 +28,7 @@ class GenerateConfig(StrictConfig):
     response_length: int = Field(1, ge=1)
     nucleus_threshold: float = Field(0.8, gt=0.0, lt=1.0)
     nucleus_k: int = Field(3, ge=1)
-    seed: int = 0
+    seed: Optional[int] = Field(None, ge=0)  # None: 128 secret bits from the OS; a fixed seed is guessable
     batch_size: int = Field(64, ge=1)
     keys_file: Optional[str] = None
     system_prompt: Optional[str] = None
@@ -45,11 +46,12 @@ def generate(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, out: Optional
     if out is not None:
         check_output_file(Path(out), overwrite)
     lm = load_model(model)
+    seed = resolve_seed(config.seed)  # warns when fixed: anyone who tries that seed rebuilds the set
     log.info("generating %d fingerprints with strategy '%s' from %s", config.num_fingerprints, strategy.name, lm.source)
-    keys = strategy.keys(lm, config.num_fingerprints, key_length=config.key_length, seed=config.seed,
+    keys = strategy.keys(lm, config.num_fingerprints, key_length=config.key_length, seed=seed,
                          batch_size=config.batch_size, keys_file=config.keys_file)
     choices = strategy.responses(lm, keys, response_length=config.response_length,
-                                 threshold=config.nucleus_threshold, k=config.nucleus_k, seed=config.seed,
+                                 threshold=config.nucleus_threshold, k=config.nucleus_k, seed=seed,
                                  batch_size=config.batch_size, system_prompt=config.system_prompt)
     fingerprints = [Fingerprint(index=i, key=key, response=lm.tokenizer.decode(c.response_ids),
                                 response_ids=list(c.response_ids), null_prob=c.null_prob, meta=c.meta)
@@ -57,7 +59,8 @@ def generate(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, out: Optional
     params = config.model_dump(exclude={"seed", "batch_size", "keys_file", "system_prompt", "strategy"})
     # what was made, in tokens (response_length is what was asked; a watermark picks its own dozens of tokens)
     params["response_tokens"] = max(len(c.response_ids) for c in choices)
-    fs = FingerprintSet(strategy=strategy.name, params=params, seed=config.seed, model_source=lm.source,
+    check_distinct(fingerprints, f"the '{strategy.name}' strategy's output")
+    fs = FingerprintSet(strategy=strategy.name, params=params, seed=seed, model_source=lm.source,
                         model_hash=lm.model_hash, tokenizer_hash=lm.tokenizer_hash, fingerprints=fingerprints,
                         system_prompt=config.system_prompt)
     if out is not None:

@@ -24,7 +24,9 @@ def register(app: typer.Typer) -> None:
         response_length: Optional[int] = typer.Option(None, "--response-length", help="Response tokens (default 1)."),
         nucleus_threshold: Optional[float] = typer.Option(None, "--nucleus-threshold", help="t (default 0.8)."),
         nucleus_k: Optional[int] = typer.Option(None, "--nucleus-k", help="k (default 3)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Fix the secret seed, for reproducible tests and "
+                                           "demos only: a fixed seed makes the set guessable (default: 128 bits "
+                                           "from the OS)."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default 64)."),
         keys_file: Optional[str] = typer.Option(None, "--keys-file", help="Keys for 'custom' (text or JSONL)."),
         system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="Present keys under this system prompt."),

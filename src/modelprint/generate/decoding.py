@@ -5,6 +5,7 @@ from typing import Sequence
 
 import torch
 
+from modelprint.generate.seeds import torch_seed
 from modelprint.models import LoadedModel
 from modelprint.prefix_cache import prefill, with_cache
 from modelprint.prompts import pad_left
@@ -63,9 +64,12 @@ def continue_greedy(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_t
 
 @torch.inference_mode()
 def continue_sampled(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, seed: int,
-                     temperature: float = 1.0, top_p: float = 0.95) -> list[list[int]]:
-    """Seeded sampling (same seed and batch → same text); used for model-written keys."""
-    torch.manual_seed(seed)
+                     temperature: float = 1.0, top_p: float = 0.95, stream: Sequence[int] = ()) -> list[list[int]]:
+    """Seeded sampling (same seed, stream and batch → same text); used for model-written keys.
+
+    ``seed`` is the set's secret (any width); torch is seeded with 64 bits derived from all of it and ``stream``.
+    """
+    torch.manual_seed(torch_seed(seed, *stream))
     return _generate(lm, prompts, max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p)
 
 

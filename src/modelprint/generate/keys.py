@@ -77,7 +77,7 @@ def model_written_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, b
             count = want + want // 4
             prompts = [_instruction_ids(lm, seed, attempt + i) for i in range(count)]
             for start, chunk in batches(prompts, batch_size):
-                outs = continue_sampled(lm, chunk, key_length + 4, seed=(seed * 1_000_003 + round_ * 10_007 + start) % 2**31)
+                outs = continue_sampled(lm, chunk, key_length + 4, seed=seed, stream=(0x4B57, round_, start))
                 for ids in outs:
                     key = clean_key(lm.tokenizer, lm.tokenizer.decode(ids, skip_special_tokens=True), key_length)
                     norm = " ".join(key.lower().split()) if key else ""
@@ -94,8 +94,15 @@ def model_written_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, b
 
 def random_word_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, batch_size: int,
                      keys_file: Optional[str] = None) -> list[str]:
-    """Keys of ``key_length`` random words (the classic, easily detected baseline)."""
-    return [random_words(seed, 0x10000 + i, key_length) for i in range(n)]
+    """Keys of ``key_length`` random words (the classic, easily detected baseline), distinct."""
+    keys: dict[str, None] = {}
+    draw = 0
+    while len(keys) < n:
+        if draw > 10 * n + 100:
+            raise ModelprintError(f"could not draw {n} distinct random-word keys; raise --key-length")
+        keys.setdefault(random_words(seed, 0x10000 + draw, key_length))
+        draw += 1
+    return list(keys)
 
 
 def file_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, batch_size: int,

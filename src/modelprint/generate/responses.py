@@ -197,7 +197,7 @@ def model_written_response(lm: LoadedModel, keys: Sequence[str], *, response_len
     prompts_all = encode_prompts(lm.tokenizer, keys, system_prompt)
     for start, prompts in batches(prompts_all, batch_size):
         probs = next_token_probs(lm, prompts)
-        outs = continue_sampled(lm, prompts, response_length, seed=(seed * 7919 + start) % 2**31,
+        outs = continue_sampled(lm, prompts, response_length, seed=seed, stream=(0x5257, start),
                                 temperature=1.0, top_p=1.0)
         for row, ids in enumerate(outs):
             if not ids:  # the model ended at once: fall back to its most likely first token

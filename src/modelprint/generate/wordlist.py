@@ -7,7 +7,7 @@ import json
 from importlib import resources
 from typing import NamedTuple, Sequence
 
-import numpy as np
+from modelprint.generate.seeds import rng_for  # noqa: F401  (re-exported: strategies import it from here)
 
 from modelprint.matching import first_word, normalize_text, pool_bounds
 
@@ -26,11 +26,6 @@ def words() -> tuple[str, ...]:
 def topics() -> tuple[str, ...]:
     """Seed topics that make model-written keys diverse."""
     return _lines("topics.txt")
-
-
-def rng_for(seed: int, *stream: int) -> np.random.Generator:
-    """An independent generator per (seed, stream…): results never depend on batching."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, *stream])
 
 
 def random_words(seed: int, stream: int, count: int) -> str:

@@ -17,7 +17,7 @@ DB_HELP = "SQLAlchemy URL of the registry (default: $MODELPRINT_DB, else $MODELP
 LIST_COLUMNS: dict[str, list[str]] = {
     "owners": ["id", "name", "created_at"],
     "models": ["id", "name", "source", "content_hash"],
-    "sets": ["id", "name", "owner", "strategy", "count", "set_id", "model"],
+    "sets": ["id", "name", "owner", "strategy", "count", "set_id", "model", "created_at"],  # created_at: registered
     "licensees": ["id", "name", "contact", "created_at"],
     "licenses": ["id", "licensee", "model", "status", "set", "copy_path"],
     "verifications": ["id", "set", "target", "backend", "n_asked", "matches", "p_value", "verdict", "created_at"],
@@ -153,7 +153,8 @@ def register(app: typer.Typer) -> None:
                           out_dir: Path = typer.Option(Path("licensed-models"), "--out-dir",
                                                        help="Where the fingerprinted copy is written."),
                           owner: Optional[str] = typer.Option(None, "--owner", help="Owner of the new set."),
-                          seed: Optional[int] = typer.Option(None, "--seed", help="Generation seed (default random)."),
+                          seed: Optional[int] = typer.Option(None, "--seed", help="Fixed secret seed (guessable: tests "
+                                                               "only; default: 128 bits from the OS)."),
                           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
         """Generate a fresh set for the licensee, embed it, register the copy; re-run to resume."""
         from modelprint.registry.license import issue_license

@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.exc import NoSuchModuleError
 
 from modelprint.errors import ModelprintError
+from modelprint.io import create_private_file, make_private_dir
 
 T = TypeVar("T")
 # Alembic narrates every connection at INFO; modelprint logs its own one-line summary instead.
@@ -76,10 +77,10 @@ def make_engine(url: str) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             db = parsed.database
-            if db and db != ":memory:":
-                parent = Path(db).expanduser().parent
-                if not parent.exists():
-                    parent.mkdir(parents=True, exist_ok=True)
+            if db and db != ":memory:" and not db.startswith("file:"):
+                path = Path(db).expanduser()
+                make_private_dir(path.parent)  # MODELPRINT_HOME and parents we create: 0700
+                create_private_file(path)  # 0600 whatever the umask; SQLite gives its -wal/-shm files this mode
             engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
@@ -90,7 +91,7 @@ def make_engine(url: str) -> Engine:
         raise ModelprintError(f"no database driver for '{safe_url(url)}' ({exc}); "
                               "for PostgreSQL install modelprint[postgres]") from None
     except OSError as exc:
-        raise ModelprintError(f"cannot create the registry directory for '{safe_url(url)}': {exc}") from None
+        raise ModelprintError(f"cannot create the registry database '{safe_url(url)}': {exc.strerror or exc}") from None
 
 
 def _first_line(exc: BaseException) -> str:

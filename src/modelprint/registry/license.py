@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets as _secrets
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -36,7 +35,7 @@ class IssueContext:
     model_source: str
     model_hash: str
     copy_path: Path
-    seed: int
+    seed: Optional[int]  # None: the generate step draws a secret 128-bit seed from the OS (the default)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -113,7 +112,7 @@ def issue_license(reg: Registry, licensee: str, model: str, *, out_dir: Path, ow
     copy_path = out_dir / f"{model_name}-{who_name}"
     ctx = IssueContext(license_id=license_id, licensee=who_name, model_name=model_name, model_source=source,
                        model_hash=model_hash, copy_path=copy_path,
-                       seed=_secrets.randbits(31) if seed is None else seed, options=options or {})
+                       seed=seed, options=options or {})
 
     if "generate" not in done:
         fs = generate_step(ctx)

@@ -16,7 +16,7 @@ from typing import Optional
 from cryptography.fernet import Fernet, InvalidToken
 
 from modelprint.errors import ModelprintError
-from modelprint.io import write_text_atomic
+from modelprint.io import make_private_dir, write_text_atomic
 from modelprint.registry.db import home_dir
 
 ENV_KEY = "MODELPRINT_SECRET_KEY"
@@ -37,7 +37,7 @@ def create_key_file(path: Optional[Path] = None) -> tuple[Path, bool]:
     if path.exists():
         return path, False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)  # 0700 whatever the umask
         write_text_atomic(path, Fernet.generate_key().decode() + "\n", mode=KEY_FILE_MODE)
     except OSError as exc:
         raise SecretKeyError(f"cannot create secret key file '{path}': {exc.strerror or exc}") from None

@@ -179,7 +179,10 @@ class Registry:
     def _decrypt(self, row: FingerprintSetRow, key: Optional[bytes]) -> FingerprintSet:
         key = key or secrets.load_key()
         text = secrets.decrypt(key, row.secrets, row.key_id, f"fingerprint set '{row.name}'")
-        return parse_fingerprints_text(text, f"registry set '{row.name}'")
+        fs = parse_fingerprints_text(text, f"registry set '{row.name}'")
+        if fs.set_id != row.set_id:  # the stored copy must be the set the record (and any model card) names
+            raise ModelprintError(f"registry set '{row.name}' does not hash to its recorded set_id")
+        return fs
 
     def resolve_set(self, ref: SetRef, key: Optional[bytes] = None) -> FingerprintSet:
         """The decrypted set named ``ref`` (name, id or set_id)."""

@@ -16,8 +16,8 @@ Reproduced:
 Not reproduced: the paper's random padding around questions, and its GPT-written question/answer lists
 (ours are written by hand / the shipped word list).
 
-The secret (32 bytes) is derived from ``--seed`` unless ``MODELPRINT_CHAIN_HASH_SECRET`` is ``urandom``
-(fresh bytes from the OS) or 64 hex characters. It is stored in each fingerprint's ``meta`` (the secret
+The secret (32 bytes) is derived from all bits of the set's seed (128 bits from the OS unless ``--seed``
+fixes it) unless ``MODELPRINT_CHAIN_HASH_SECRET`` is ``urandom`` (fresh bytes from the OS) or 64 hex characters. It is stored in each fingerprint's ``meta`` (the secret
 file), never in the public params.
 
 Verifier: the default ``match``. Each answer is uniform over the pool given our secret, and the pool
@@ -36,6 +36,7 @@ from modelprint.errors import ConfigError, ModelprintError
 from modelprint.fingerprints import FingerprintSet
 from modelprint.generate.keys import read_keys_file
 from modelprint.generate.registry import Choice, Strategy, register_strategy
+from modelprint.generate.seeds import seed_bytes
 from modelprint.generate.wordlist import _lines, pool_meta, word_pool
 from modelprint.models import LoadedModel
 
@@ -114,7 +115,7 @@ def secret_for(seed: int) -> bytes:
         if len(secret) != 32:
             raise ConfigError(f"{SECRET_ENV} must be 'urandom' or 64 hexadecimal characters")
         return secret
-    return _sha(_TAG, b"seed", (seed & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big"))
+    return _sha(_TAG, b"seed", seed_bytes(seed))  # every bit of the seed (seeds < 2**64: as before)
 
 
 # keys() draws the secret (possibly fresh OS bytes) and responses() must use the same one: keys() leaves

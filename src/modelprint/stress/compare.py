@@ -189,17 +189,21 @@ def _embed_cost(marked: LoadedModel, report: dict[str, Any], base: _BaseUtility,
             "tasks": {t: {"normalized": v[0], "normalized_ci": [v[1], v[2]]} for t, v in per_task.items()}}
 
 
-def _load_or_generate(strategy: Strategy, base: LoadedModel, path: Path, n: int, seed: int) -> FingerprintSet:
+def _load_or_generate(strategy: Strategy, base: LoadedModel, path: Path, n: int) -> FingerprintSet:
+    """The scheme's set in ``path`` (a resumed run), else a new one with a secret seed from the OS.
+
+    ``--seed`` orders keys and samples tasks; it does not make the set (a fixed seed would make it guessable).
+    """
     if path.is_file():
         fs = load_fingerprints(path)
         asked = fs.params.get("num_fingerprints", len(fs))  # a scheme may keep fewer than asked (RoFL drops misses)
-        if (fs.strategy, asked, fs.seed, fs.model_hash) != (strategy.name, n, seed, base.model_hash):
+        if (fs.strategy, asked, fs.model_hash) != (strategy.name, n, base.model_hash):
             raise FingerprintFileError(f"'{path}' holds another set than this comparison asks for (delete it to "
                                        "regenerate)")
         return fs
     from modelprint.generate import generate
 
-    fs = generate(base, None, strategy=strategy.name, num_fingerprints=n, seed=seed)
+    fs = generate(base, None, strategy=strategy.name, num_fingerprints=n)
     fs.save(path)  # atomic, owner-only
     return fs
 
@@ -231,7 +235,7 @@ def _run_scheme(strategy: Strategy, recipe: Optional[EmbedConfig], base: LoadedM
     seconds: dict[str, float] = {}
     sdir.mkdir(mode=0o700, exist_ok=True)  # holds the secret set
     t = time.perf_counter()
-    fs = _load_or_generate(strategy, base, sdir / "fingerprints.jsonl", plan.sizes[strategy.name], s["seed"])
+    fs = _load_or_generate(strategy, base, sdir / "fingerprints.jsonl", plan.sizes[strategy.name])
     seconds["generate"] = time.perf_counter() - t
 
     t = time.perf_counter()

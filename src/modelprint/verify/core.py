@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from modelprint.errors import ConfigError, FingerprintFileError
-from modelprint.fingerprints import FingerprintSet, load_fingerprints
+from modelprint.fingerprints import FingerprintSet, check_distinct, load_fingerprints
 from modelprint.models import LoadedModel, load_model
 from modelprint.verify.backends import Backend, LocalBackend
 from modelprint.verify.verifiers import VerifyRequest, get_verifier, records_candidates
@@ -113,6 +113,10 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
     """Decide whether ``target`` carries ``fingerprints``; p-value is the exact Poisson-binomial tail."""
     check_options(alpha, match, max_queries, batch_size)
     fs = as_fingerprint_set(fingerprints)
+    check_distinct(fs.fingerprints, f"fingerprint set {fs.set_id[:19]}")  # a repeated key must not count twice
+    if fs.legacy:
+        log.warning("set %s is a version-1 file: its id covers keys and responses only, not the recorded bounds "
+                    "(regenerated sets are version 2)", fs.set_id[:19])
     backend = target if hasattr(target, "answer") else LocalBackend(load_model(target), batch_size=batch_size)
     prepare = getattr(backend, "prepare", None)
     if prepare is not None:  # e.g. an endpoint's completions API needs the set's chat template
