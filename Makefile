@@ -15,7 +15,6 @@ $(STAMP): pyproject.toml $(LOCK) requirements-data.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
 	$(BIN)/pip install --quiet --no-deps -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps -e .
-	$(BIN)/pip check
 	scripts/lock.sh check $(VENV)
 	touch $(STAMP)
 

