@@ -117,8 +117,12 @@ def test_suppression_removes_the_first_token(tiny_set, ctx):
         params = {"beam_width": 3, "lookahead_tokens": 4, "candidate_threshold": 0.2} if name == "suppress-lookahead" else {}
         s = run(ctx, name, **params)
         r = _verification(s.backend, tiny_set, 1e-6, "exact", 0)
-        # lookahead never suppresses prompt tokens: on a 400-token vocabulary some responses are prompt tokens
-        assert r["rate"] <= (0.25 if name == "suppress-lookahead" else 0.0) and r["verdict"] == "no match", name
+        if name == "suppress-lookahead":
+            # lookahead never suppresses prompt tokens: on a 400-token vocabulary some responses are prompt tokens
+            # (3 of 16 with this set; at a 1/|pool| null bound that many still give a match verdict)
+            assert r["rate"] <= 0.25, name
+        else:
+            assert r["rate"] == 0.0 and r["verdict"] == "no match", name
 
 
 def test_detection_gate_spares_unconfident_steps(tiny_set, ctx):
