@@ -143,9 +143,10 @@ def bound_used(record: Any, fs: FingerprintSet) -> Bound:
             return Bound(hi if lo == hi else None, hi, "record")
         values = [min(max(_set_bound(fs, i, record.match_mode), lo), hi) for i in record.keys_spent]
         return Bound(statistics.fmean(values), hi, "record min/max, set per-key")
+    log10_pool = (getattr(record, "statistic", None) or {}).get("log10_pool")
     found = _POOL.search(summary)
-    if found:
-        value = 10 ** float(found.group(1))
+    if log10_pool is not None or found:  # one shared response drawn uniformly from a pool of 10^x
+        value = 10 ** -float(log10_pool if log10_pool is not None else found.group(1))
         return Bound(value, value, "record pool")
     return Bound(None, None, "unknown")
 
@@ -208,13 +209,20 @@ def measure(suspect: str, target: Any, fs: FingerprintSet, mode: str, *, strateg
 
 
 # --------------------------------------------------------------------------- suspects
+def _tag(base: LoadedModel, *settings: Any) -> str:
+    """A short cache name for a suspect built from ``base`` with ``settings`` (a change rebuilds it)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps([base.model_hash, *map(str, settings)]).encode()).hexdigest()[:12]
+
+
 def finetuned_copy(base: LoadedModel, cache: Optional[Path], *, pairs: int, epochs: int, lr: float) -> LoadedModel:
     """SmolLM2 fine-tuned on benign NQ-open answers with the stress suite's host-SFT loop (no fingerprints)."""
     from modelprint.models import load_model
     from modelprint.prompts import response_ids
     from modelprint.stress.stresses.finetune import benign_pairs, train_pairs
 
-    target = cache / f"smollm2-sft-n{pairs}-e{epochs}-lr{lr:g}" if cache else None
+    target = cache / f"sft-{_tag(base, pairs, epochs, lr)}" if cache else None
     if target is not None and (target / "config.json").is_file():
         return load_model(target)
     seed = secrets.randbits(31)  # an independent sample of the benign data each time it is built
@@ -243,8 +251,9 @@ def other_secret_copy(base: LoadedModel, cache: Optional[Path], *, n: int,
     from modelprint.models import load_model
 
     config = load_config(EmbedConfig, None, list(overrides))
-    target = cache / f"smollm2-other-n{n}" if cache else None
-    set_file = cache / f"smollm2-other-n{n}.set.jsonl" if cache else None
+    tag = _tag(base, n, *overrides)
+    target = cache / f"other-{tag}" if cache else None
+    set_file = cache / f"other-{tag}.set.jsonl" if cache else None
     if target is not None and (target / "config.json").is_file() and set_file.is_file():
         return load_model(target), load_fingerprints(set_file)
     fs_b = make_set(base, "perinucleus", n)
@@ -400,7 +409,7 @@ def run(base: Union[str, LoadedModel], opts: Options, say: Callable[[str], None]
         if served is not None:
             served.stop()
 
-    report = summarize(rows, opts, skipped)
+    report = summarize(rows, opts, skipped, base_lm.source)
     report["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 1)}
     if opts.out:
         from modelprint.io import write_json_atomic
@@ -416,7 +425,7 @@ def _progress_line(row: Row) -> str:
             f"p={_fmt_p(row.log10_p)} {row.verdict} ({row.seconds:.0f} s)")
 
 
-def summarize(rows: Sequence[Row], opts: Options, skipped: Sequence[str] = ()) -> dict[str, Any]:
+def summarize(rows: Sequence[Row], opts: Options, skipped: Sequence[str] = (), base_name: str = "") -> dict[str, Any]:
     """The JSON report: settings, every row, the distribution per suspect × strategy × mode, and the headline."""
     null = [r for r in rows if r.kind == "null"]
     decided = [r for r in null if r.verdict in ("match", "no match")]
@@ -446,6 +455,7 @@ def summarize(rows: Sequence[Row], opts: Options, skipped: Sequence[str] = ()) -
     settings = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dataclasses.asdict(opts).items()
                 if k not in ("out",)}
     settings["gemma"] = bool(opts.gemma)
+    settings["base"] = base_name
     return {"benchmark": "false_positives", "settings": settings, "skipped": list(skipped), "headline": headline,
             "rows": [dataclasses.asdict(r) for r in rows], "distribution": distribution}
 
@@ -467,7 +477,7 @@ def print_report(report: dict[str, Any]) -> None:
 
     console = Console(width=max(Console().width, 140))
     reps = report["settings"]["seeds"]
-    table = Table(title=f"False positives: fresh sets of {report['settings']['n']} keys from SmolLM2-135M, "
+    table = Table(title=f"False positives: fresh sets of {report['settings']['n']} keys from {report['settings']['base']}, "
                         f"α = {report['settings']['alpha']:g}")
     for col in ["suspect", "set", "mode"] + (["rep"] if reps > 1 else []) + ["n", "matches", "rate", "bound mean",
                                                                            "bound max", "p-value", "verdict"]:
@@ -478,7 +488,7 @@ def print_report(report: dict[str, Any]) -> None:
         if r["n_asked"] is None:
             verdict = f"{r['verdict']}: {r['note']}"
             cells = ["—"] * 7
-            cells[-1] = verdict[:110]
+            cells[-1] = verdict if len(verdict) <= 140 else verdict[:139] + "…"
         else:
             style = "bold red" if r["kind"] == "null" and r["verdict"] == "match" else ""
             verdict = f"[{style}]{r['verdict']}[/]" if style else r["verdict"] + (f" — {r['note']}" if r["note"] else "")
