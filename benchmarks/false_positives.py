@@ -98,6 +98,7 @@ class Bound:
 
 _SUMMARY = re.compile(r"min\s+([0-9.eE+-]+),\s*max\s+([0-9.eE+-]+)")
 _POOL = re.compile(r"pool\s+1e([0-9.eE+-]+)")
+_COMPARISON = re.compile(r"\((ids-exact|ids-prefix|text-exact|text-prefix|candidate);")  # named in the summary
 _PER_KEY_FIELDS = ("null_bounds", "key_bounds", "per_key_null", "p_null")  # names a richer record may use
 
 
@@ -115,9 +116,13 @@ def _per_key(record: Any) -> Optional[dict[int, float]]:
     return None
 
 
-def _set_bound(fs: FingerprintSet, index: int, mode: str) -> float:
-    """What the set records for one key (candidate ranking: at least 1/number of candidates)."""
+def _set_bound(fs: FingerprintSet, index: int, mode: str, key: Optional[str] = None) -> float:
+    """What the set records for one key: its bound for the comparison ``key`` (``meta["bounds"]``, when
+    generation records bounds per comparison), else ``null_prob`` (candidate ranking: at least 1/#candidates)."""
     fp = next(f for f in fs if f.index == index)
+    recorded = fp.meta.get("bounds")
+    if key and isinstance(recorded, dict) and isinstance(recorded.get(key), (int, float)):
+        return float(recorded[key])
     if mode == "candidate" and fp.meta.get("candidates"):
         return max(fp.null_prob, 1.0 / len(fp.meta["candidates"]))
     return fp.null_prob
@@ -128,8 +133,9 @@ def bound_used(record: Any, fs: FingerprintSet) -> Bound:
 
     The one place to adapt when :class:`~modelprint.verify.VerifyRecord` grows richer fields. Today it reads,
     in order: per-key bounds on the record (none yet); the record's ``null_probs`` summary ``min A, max B``
-    (exact when A = B; otherwise the set's recorded per-key numbers clamped into [A, B] give the mean); the
-    shared-response verifier's ``pool 1eX`` (one response drawn from a pool of 10^-X).
+    (exact when A = B; otherwise the set's per-key numbers for the comparison the summary names, else its
+    ``null_prob``, clamped into [A, B], give the mean); the shared-response verifier's pool (one response
+    drawn uniformly from 10^x).
     """
     per_key = _per_key(record)
     if per_key:
@@ -141,7 +147,9 @@ def bound_used(record: Any, fs: FingerprintSet) -> Bound:
         lo, hi = float(found.group(1)), float(found.group(2))
         if lo == hi or not record.keys_spent:
             return Bound(hi if lo == hi else None, hi, "record")
-        values = [min(max(_set_bound(fs, i, record.match_mode), lo), hi) for i in record.keys_spent]
+        key = _COMPARISON.search(summary)
+        values = [min(max(_set_bound(fs, i, record.match_mode, key and key.group(1)), lo), hi)
+                  for i in record.keys_spent]
         return Bound(statistics.fmean(values), hi, "record min/max, set per-key")
     log10_pool = (getattr(record, "statistic", None) or {}).get("log10_pool")
     found = _POOL.search(summary)

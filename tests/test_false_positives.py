@@ -93,3 +93,12 @@ def test_unmarked_smollm2_is_never_convicted(real_model):
     # candidate ranking on the base: about 1/3 of keys by chance (the bound is exactly 1/k), never far above it
     cand = rows[("perinucleus", "candidate")]
     assert cand["bound_mean"] == pytest.approx(1 / 3, rel=0.01) and cand["rate"] <= 0.65
+
+
+def test_bound_used_prefers_the_named_comparison():
+    """When the summary names the comparison and the set records bounds per comparison, those give the mean."""
+    fs = _fs([0.01, 0.01, 0.01])
+    for fp, b in zip(fs, (0.02, 0.05, 0.2)):
+        fp.meta["bounds"] = {"text-prefix": b, "text-exact": 0.01}
+    got = fpb.bound_used(_record("min 0.02, max 0.2 (text-prefix; floor 0.0001)", mode="prefix"), fs)
+    assert got.max == 0.2 and got.mean == pytest.approx(0.27 / 3)
