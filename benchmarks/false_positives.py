@@ -413,11 +413,15 @@ def run(base: Union[str, LoadedModel], opts: Options, say: Callable[[str], None]
                                       batch_size=opts.batch_size)
                         rows.append(row)
                         say(_progress_line(row))
+                _write(opts, summarize(rows, opts, skipped, base_lm.source, partial=True), timings, t0)
     finally:
         if served is not None:
             served.stop()
+    return _write(opts, summarize(rows, opts, skipped, base_lm.source), timings, t0)
 
-    report = summarize(rows, opts, skipped, base_lm.source)
+
+def _write(opts: Options, report: dict[str, Any], timings: dict[str, float], t0: float) -> dict[str, Any]:
+    """Add the timings and write the report (after every set too, so an interrupted run leaves what it measured)."""
     report["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 1)}
     if opts.out:
         from modelprint.io import write_json_atomic
@@ -433,7 +437,8 @@ def _progress_line(row: Row) -> str:
             f"p={_fmt_p(row.log10_p)} {row.verdict} ({row.seconds:.0f} s)")
 
 
-def summarize(rows: Sequence[Row], opts: Options, skipped: Sequence[str] = (), base_name: str = "") -> dict[str, Any]:
+def summarize(rows: Sequence[Row], opts: Options, skipped: Sequence[str] = (), base_name: str = "",
+              partial: bool = False) -> dict[str, Any]:
     """The JSON report: settings, every row, the distribution per suspect × strategy × mode, and the headline."""
     null = [r for r in rows if r.kind == "null"]
     decided = [r for r in null if r.verdict in ("match", "no match")]
@@ -464,8 +469,8 @@ def summarize(rows: Sequence[Row], opts: Options, skipped: Sequence[str] = (), b
                 if k not in ("out",)}
     settings["gemma"] = bool(opts.gemma)
     settings["base"] = base_name
-    return {"benchmark": "false_positives", "settings": settings, "skipped": list(skipped), "headline": headline,
-            "rows": [dataclasses.asdict(r) for r in rows], "distribution": distribution}
+    return {"benchmark": "false_positives", "partial": partial, "settings": settings, "skipped": list(skipped),
+            "headline": headline, "rows": [dataclasses.asdict(r) for r in rows], "distribution": distribution}
 
 
 # --------------------------------------------------------------------------- printing
@@ -481,12 +486,14 @@ def _fmt(x: Optional[float], digits: int = 3) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 140))
-    reps = report["settings"]["seeds"]
-    table = Table(title=f"False positives: fresh sets of {report['settings']['n']} keys from {report['settings']['base']}, "
-                        f"α = {report['settings']['alpha']:g}")
+    console = Console(width=max(Console().width, 200))
+    settings = report["settings"]
+    reps = settings["seeds"]
+    table = Table(title=f"False positives: fresh sets of {settings['n']} keys from {settings['base']}, "
+                        f"α = {settings['alpha']:g}")
     for col in ["suspect", "set", "mode"] + (["rep"] if reps > 1 else []) + ["n", "matches", "rate", "bound mean",
                                                                            "bound max", "p-value", "verdict"]:
         table.add_column(col, justify="right" if col in ("n", "matches", "rate", "bound mean", "bound max", "p-value",
@@ -495,13 +502,13 @@ def print_report(report: dict[str, Any]) -> None:
         kind = " (control)" if r["kind"] == "control" else ""
         if r["n_asked"] is None:
             verdict = f"{r['verdict']}: {r['note']}"
-            cells = ["—"] * 7
-            cells[-1] = verdict if len(verdict) <= 140 else verdict[:139] + "…"
+            cells = ["—"] * 6 + [escape(verdict if len(verdict) <= 140 else verdict[:139] + "…")]
         else:
             style = "bold red" if r["kind"] == "null" and r["verdict"] == "match" else ""
-            verdict = f"[{style}]{r['verdict']}[/]" if style else r["verdict"] + (f" — {r['note']}" if r["note"] else "")
-            cells = [str(r["n_asked"]), str(r["matches"]), _fmt(r["rate"]), _fmt(r["bound_mean"]), _fmt(r["bound_max"]),
-                     _fmt_p(r["log10_p"]), verdict]
+            note = escape(f" — {r['note']}") if r["note"] else ""
+            verdict = (f"[{style}]{r['verdict']}[/]" if style else r["verdict"]) + note
+            cells = [str(r["n_asked"]), str(r["matches"]), _fmt(r["rate"]), _fmt(r["bound_mean"]),
+                     _fmt(r["bound_max"]), _fmt_p(r["log10_p"]), verdict]
         table.add_row(r["suspect"], r["strategy"] + kind, r["mode"], *([str(r["rep"])] if reps > 1 else []), *cells)
     console.print(table)
     if reps > 1:
@@ -515,6 +522,8 @@ def print_report(report: dict[str, Any]) -> None:
     for line in report["skipped"]:
         console.print(line)
     h = report["headline"]
+    if report.get("partial"):
+        console.print("[bold yellow]partial report: the run was interrupted[/]")
     console.print(f"[bold]false match verdicts: {h['false_matches']}[/] of {h['verdicts']} verdicts "
                   f"({h['refused']} refused, {h['errors']} errors; controls matched {h['controls_matched']}); "
                   f"worst p-value {_fmt_p(h['worst_log10_p'])}"
@@ -544,7 +553,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--other-recipe", action="append", default=None,
                     help="embed recipe override for set B, key=value (repeatable; default: a cheap recipe)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--show", type=Path, default=None, help="print the table of a written report and exit")
     args = ap.parse_args(argv)
+    if args.show is not None:
+        print_report(json.loads(args.show.read_text()))
+        return 0
     if args.n < 1 or args.seeds < 1:
         ap.error("--n and --seeds must be ≥ 1")
     unknown = [s for s in _csv(args.suspects) if s not in SUSPECTS] + [m for m in _csv(args.modes) if m not in MODES]
