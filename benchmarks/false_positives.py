@@ -492,7 +492,7 @@ def print_report(report: dict[str, Any]) -> None:
     console = Console(width=max(Console().width, 200))
     settings = report["settings"]
     reps = settings["seeds"]
-    table = Table(title=f"False positives: fresh sets of {settings['n']} keys from {settings['base']}, "
+    table = Table(title=f"False positives: fresh sets of {settings['n']} keys from {settings.get('base', '?')}, "
                         f"α = {settings['alpha']:g}")
     for col in ["suspect", "set", "mode"] + (["rep"] if reps > 1 else []) + ["n", "matches", "rate", "bound mean",
                                                                            "bound max", "p-value", "verdict"]:
