@@ -124,7 +124,8 @@ def match_verifier(req: VerifyRequest) -> Outcome:
     key = bound_key(space, req.match) if space else f"larger of ids/text {req.match}"
     return Outcome(asked, sorted(matched), log10_p, "match" if log10_p <= math.log10(req.alpha) else "no match",
                    "exact Poisson-binomial tail of the per-key null bounds ≤ α",
-                   f"min {min(p_null):.3g}, max {max(p_null):.3g} ({key}; floor {NULL_PROB_FLOOR:g})")
+                   f"min {min(p_null):.3g}, max {max(p_null):.3g} ({key}; floor {NULL_PROB_FLOOR:g})",
+                   {"null_bounds": {i: p for i, p in zip(req.planned, p_null)}})  # per key index: no secrets
 
 
 def records_candidates(fs: FingerprintSet) -> bool:
