@@ -41,6 +41,7 @@ import math
 import os
 import re
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -564,6 +565,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown:
         ap.error(f"unknown suspect or mode: {', '.join(unknown)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    # a terminated run still stops its modelprint serve child (run()'s finally); the report so far is on disk
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     opts = Options(n=args.n, seeds=args.seeds, strategies=_csv(args.strategies), suspects=_csv(args.suspects),
                    modes=_csv(args.modes), alpha=args.alpha, gemma=args.gemma, out=args.out, sft_pairs=args.sft_pairs,
                    sft_epochs=args.sft_epochs, sft_lr=args.sft_lr, other_n=args.other_n,
