@@ -19,7 +19,9 @@ def test_demo_cli_runs_end_to_end_on_a_tiny_model(tiny, tmp_path):
     recipe.write_text(yaml.safe_dump(TINY_RECIPE))
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "modelprint.cli", "-q", "demo", "--model", str(model_dir), "-n", "16",
-                           "--out", str(out), "--config", str(recipe)], capture_output=True, text=True,
+                           "--out", str(out), "--config", str(recipe),
+                           "--seed", "0"],  # fixed: with an OS secret the tiny model sometimes writes 15 usable keys of 16
+                          capture_output=True, text=True,
                           env={**os.environ, "MODELPRINT_CACHE": str(tmp_path / "cache")})
     assert "Traceback" not in proc.stderr and (out / "demo.json").exists(), proc.stderr[-1500:]
     summary = json.loads((out / "demo.json").read_text())

@@ -162,7 +162,7 @@ def test_deterministic_bytes(tiny, tmp_path, monkeypatch):
                                       "english-random-response"])
 def test_each_strategy_counts_and_uniqueness(tiny, strategy, tmp_path):
     fs = generate(tiny, tmp_path / "f.jsonl", strategy=strategy, num_fingerprints=10, key_length=16,
-                  response_length=2, batch_size=4)
+                  response_length=2, batch_size=4, seed=0)  # fixed: the tiny model's key supply varies by secret
     assert len(fs) == 10 and len({fp.key for fp in fs}) == 10
     assert all(fp.response_ids and 0 < fp.null_prob <= 1 for fp in fs)
     back = load_fingerprints(tmp_path / "f.jsonl")

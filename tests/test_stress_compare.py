@@ -23,7 +23,11 @@ OPTIONS = dict(num_fingerprints=16, suite=SUITE, tasks=TASKS, embed_overrides=TI
 @pytest.fixture(scope="module")
 def compared(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp") / "cmp"
-    return out, compare_schemes(["perinucleus", "random-word"], model=tiny, out=out, **OPTIONS)
+    # compare draws each set's secret from the OS; here it is pinned, because on the tiny model some secrets write
+    # fewer usable distinct keys than asked (an honest error, but not what this test is about)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("modelprint.generate.seeds.fresh_seed", lambda: 0)
+        return out, compare_schemes(["perinucleus", "random-word"], model=tiny, out=out, **OPTIONS)
 
 
 def test_one_row_per_scheme_one_cell_per_column(compared):
