@@ -1,20 +1,28 @@
-"""Time, retention and utility of the embedding recipe over set sizes and recipe variants.
+"""Retention and utility cost of the embedding recipe, as a distribution over secrets and seeds.
 
-    python benchmarks/embed.py [--sizes 64,256] [--variants default,no-benign,averaging] [--model smollm2-135m]
+    python benchmarks/embed.py [--sizes 64] [--variants default,no-benign] [--seeds 5] [--tasks quick]
+                               [--model smollm2-135m] [--json rows.jsonl]
 
-Each row: fingerprints, variant, epochs, seconds, λ (averaged with the base at the end), retention (greedy,
-as verify asks), perplexity change on WikiText-2 and answer agreement with the base model (64 NQ-open
-questions, first 8 greedy tokens).
-Variants are recipe overrides, so any knob can be compared: --variant-def name:key=value,key=value
+Every (size, variant) runs ``--seeds`` times; each run draws a fresh fingerprint set from the operating system's
+randomness (as a user's run does) and trains with recipe seed 0, 1, …  One row per run: epochs, seconds, λ (averaged
+with the base at the end), retention (as verify asks), perplexity change on WikiText-2, answer agreement with the base
+(64 NQ-open questions, first 8 greedy tokens) and, with ``--tasks quick``, the normalized task utility of the stress
+suite's quick tasks (MMLU, PIQA, OpenBookQA, … ratio to the base model, with each task's 95 % interval kept in the
+JSON).  Then a summary per (size, variant): mean ± sd and the worst run for each figure — one lucky run is not a
+result.  Variants are recipe overrides, so any knob can be compared: ``--variant-def name:key=value,key=value``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import time
+from typing import Any, Optional
 
 from modelprint.config import load_config
 from modelprint.embed import EmbedConfig, embed
+from modelprint.evaluation import normalized_utility, run_suite
 from modelprint.generate import generate
 from modelprint.models import load_model
 
@@ -30,38 +38,96 @@ VARIANTS: dict[str, list[str]] = {
     "plain": ["benign.per_fingerprint=0", "augmentation.copies=0", "freeze_embeddings=false"],
 }
 
+# figure -> (label, format, whether larger is better): the worst run is the min or the max accordingly
+FIGURES: dict[str, tuple[str, str, bool]] = {
+    "retention": ("retention", "{:.1%}", True),
+    "perplexity_change": ("ppl Δ", "{:+.1%}", False),
+    "answer_agreement": ("agreement", "{:.1%}", True),
+    "task_utility": ("task util", "{:.3f}", True),
+    "seconds": ("seconds", "{:.0f}", False),
+    "averaged": ("λ", "{:.2f}", True),
+}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per figure: mean, sample sd (0 for one run), worst run and the number of runs that reported it."""
+    out: dict[str, dict[str, float]] = {}
+    for name, (_, _, higher) in FIGURES.items():
+        values = [float(r[name]) for r in rows if r.get(name) is not None and not math.isnan(float(r[name]))]
+        if not values:
+            continue
+        out[name] = {"mean": statistics.fmean(values),
+                     "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                     "worst": min(values) if higher else max(values), "runs": len(values)}
+    return out
+
+
+def _fmt(name: str, value: Optional[float]) -> str:
+    return "–" if value is None or math.isnan(value) else FIGURES[name][1].format(value)
+
+
+def run_once(base, n: int, overrides: list[str], seed: int, tasks: Optional[str],
+             base_tasks: Optional[dict]) -> dict[str, Any]:
+    fs = generate(base, num_fingerprints=n)  # a fresh OS secret, like a user's run
+    cfg = load_config(EmbedConfig, None, [*overrides, f"seed={seed}"])
+    start = time.perf_counter()
+    result = embed(base, fs, None, config=cfg)
+    seconds = time.perf_counter() - start
+    rel = result.utility.get("relative", {})
+    row: dict[str, Any] = {"seed": seed, "epochs": result.epochs, "seconds": seconds, "averaged": result.averaged,
+                           "retention": result.retention, "perplexity_change": rel.get("perplexity_change"),
+                           "answer_agreement": rel.get("answer_agreement"), "utility": result.utility,
+                           "history": result.history}
+    if tasks:
+        scored = run_suite(result.model, tasks, seed=0)
+        row["tasks"] = {k: v.to_dict() if hasattr(v, "to_dict") else vars(v) for k, v in scored.items()}
+        row["task_utility"] = normalized_utility(scored, base_tasks or {}).get("mean")
+    return row
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="64")
-    ap.add_argument("--variants", default="default,no-benign,no-averaging")
+    ap.add_argument("--variants", default="default")
     ap.add_argument("--variant-def", action="append", default=[], help="name:key=value,key=value")
+    ap.add_argument("--seeds", type=int, default=5, help="runs per (size, variant), each with a fresh secret")
+    ap.add_argument("--tasks", choices=["quick", "full"], default=None,
+                    help="also measure normalized task utility with this evaluation suite (slow)")
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--json", default=None, help="append one JSON line per row to this file")
+    ap.add_argument("--json", default=None, help="append one JSON line per run and per summary to this file")
     args = ap.parse_args()
     for item in args.variant_def:
         name, spec = item.split(":", 1)
         VARIANTS[name] = [kv for kv in spec.split(",") if kv]
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown or args.seeds < 1:
+        ap.error(f"unknown variant(s) {unknown} (known: {', '.join(VARIANTS)})" if unknown else "--seeds must be ≥ 1")
     base = load_model(args.model)
-    print(f"{'n':>5} {'variant':<18} {'epochs':>6} {'sec':>6} {'λ':>4} {'retention':>9} {'ppl Δ':>7} {'agree':>6}")
+    base_tasks = run_suite(base, args.tasks, seed=0) if args.tasks else None
+    header = f"{'n':>5} {'variant':<18} {'seed':>4} " + " ".join(f"{FIGURES[f][0]:>10}" for f in FIGURES)
+    print(header, flush=True)
+    summaries = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        fs = generate(base, num_fingerprints=n, seed=n)
         for variant in args.variants.split(","):
-            cfg = load_config(EmbedConfig, None, VARIANTS[variant])
-            t = time.perf_counter()
-            result = embed(base, fs, None, config=cfg)
-            seconds = time.perf_counter() - t
-            rel = result.utility.get("relative", {})
-            print(f"{n:>5} {variant:<18} {result.epochs:>6} {seconds:>6.0f} {result.averaged:>4.2f} "
-                  f"{result.retention:>9.1%} "
-                  f"{rel.get('perplexity_change', float('nan')):>+7.1%} {rel.get('answer_agreement', float('nan')):>6.1%}",
-                  flush=True)
-            if args.json:
-                with open(args.json, "a") as fh:
-                    fh.write(json.dumps({"n": n, "variant": variant, "overrides": VARIANTS[variant],
-                                         "epochs": result.epochs, "seconds": seconds, "averaged": result.averaged,
-                                         "retention": result.retention,
-                                         "utility": result.utility, "history": result.history}) + "\n")
+            rows = []
+            for seed in range(args.seeds):
+                row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks)
+                rows.append(row)
+                print(f"{n:>5} {variant:<18} {seed:>4} " + " ".join(f"{_fmt(f, row.get(f)):>10}" for f in FIGURES),
+                      flush=True)
+                if args.json:
+                    with open(args.json, "a") as fh:
+                        fh.write(json.dumps({"n": n, "variant": variant, "overrides": VARIANTS[variant], **row},
+                                            default=str) + "\n")
+            summaries.append((n, variant, summarize(rows)))
+    print("\nsummary over seeds: mean ± sd (worst run)")
+    for n, variant, summary in summaries:
+        cells = [f"{FIGURES[f][0]} {_fmt(f, s['mean'])} ± {_fmt(f, s['sd']).lstrip('+')} ({_fmt(f, s['worst'])})"
+                 for f, s in summary.items()]
+        print(f"{n:>5} {variant:<18} " + " · ".join(cells), flush=True)
+        if args.json:
+            with open(args.json, "a") as fh:
+                fh.write(json.dumps({"n": n, "variant": variant, "summary": summary}) + "\n")
 
 
 if __name__ == "__main__":
