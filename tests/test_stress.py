@@ -91,6 +91,22 @@ def test_merges_interpolate_towards_the_base(tiny, tiny_set, ctx):
         get_stress("merge-linear").run(no_base)
 
 
+def test_merges_with_a_separately_finetuned_partner(tiny, tiny_marked, ctx):
+    """partner=finetuned: the host merges our model with its own fine-tune of the base, built once per context."""
+    half = run(ctx, "merge-linear", weight=0.5, partner="finetuned")
+    partner = ctx.cache["finetuned-partner"]
+    name = "model.layers.0.self_attn.q_proj.weight"
+    ours, theirs, base = (m.state_dict()[name] for m in (tiny_marked.model, partner.model, tiny.model))
+    assert not torch.equal(theirs, base)  # the partner really was fine-tuned
+    merged = half.model.model.state_dict()[name]
+    assert torch.allclose(merged, 0.5 * ours + 0.5 * theirs, atol=1e-6)
+    ties = run(ctx, "merge-ties", density=0.2, partner="finetuned")
+    assert ctx.cache["finetuned-partner"] is partner  # cached, not retrained
+    assert not torch.equal(ties.model.model.state_dict()[name], run(ctx, "merge-ties", density=0.2).model.model.state_dict()[name])
+    with pytest.raises(ModelprintError, match="partner must be one of"):
+        run(ctx, "merge-linear", partner="stranger")
+
+
 def test_sampling_goes_through_generate(tiny_set, ctx):
     hot = run(ctx, "sampling", temperature=5.0, top_p=1.0, top_k=0)
     assert isinstance(hot.model.model, DecodingModel) and hot.scope == "decoding"
@@ -253,3 +269,36 @@ def test_published_weights_are_verified_white_box_with_candidate_matching(tiny):
     assert isinstance(verification_backend(Stressed(tiny, served, SCOPE_WEIGHTS), "auto"), LocalBackend)
     assert verification_backend(Stressed(tiny, served, SCOPE_WEIGHTS), "exact") is served
     assert verification_backend(Stressed(tiny, served, SCOPE_DECODING), "candidate") is served
+
+
+def test_gate_sweeps_become_curves_and_a_plot(tmp_path):
+    """Each plug-in run at several gates is one curve (weakest attack first); single rows and failures are not."""
+    from modelprint.stress.report import plot_sweeps, sweep_curves
+
+    def row(stress, gate, rate, utility, verdict="match", status="ok"):
+        params = {} if gate is None else {"gate": gate}
+        return {"label": f"{stress}({gate})", "stress": stress, "kind": "attack", "params": params, "status": status,
+                "verification": {"rate": rate, "verdict": verdict}, "utility_mean": {"mean": utility}}
+
+    data = {"alpha": 1e-6, "rows": [row("detect-topk", 0.5, 0.2, 0.7, "no match"), row("detect-topk", 0.9, 0.9, 0.99),
+                                    row("detect-topk", 0.7, 0.6, 0.9), row("detect-neighbor", 0.9, 0.8, 0.98),
+                                    row("suppress-topk", None, 0.0, 0.5), row("detect-neighbor", 0.5, 0.1, 0.6,
+                                                                              status="failed")]}
+    curves = sweep_curves(data)
+    assert list(curves) == ["detect-topk"]  # detect-neighbor has one usable point, suppress-topk no gate
+    assert [p["gate"] for p in curves["detect-topk"]] == [0.9, 0.7, 0.5]
+    assert [p["rate"] for p in curves["detect-topk"]] == [0.9, 0.6, 0.2]
+    assert plot_sweeps(data, tmp_path / "s.png") and (tmp_path / "s.png").stat().st_size > 1000
+    assert not plot_sweeps({"alpha": 1e-6, "rows": data["rows"][3:]}, tmp_path / "none.png")
+
+
+def test_every_suite_names_known_plugins_and_parameters():
+    from modelprint.stress.suites import SUITES
+
+    assert {"quick", "full", "paper"} <= set(SUITES)
+    for suite in SUITES.values():
+        for entry in suite.entries:
+            spec = get_stress(entry.stress)
+            assert set(entry.params) <= set(spec.defaults), (suite.name, entry.label)
+    gated = [e for e in SUITES["paper"].entries if "gate" in e.params]
+    assert {e.params["gate"] for e in gated} == {0.95, 0.9, 0.8, 0.7, 0.5} and len(gated) == 15

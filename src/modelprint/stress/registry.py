@@ -35,6 +35,7 @@ class StressContext:
     public: dict[str, Any]
     seed: int = 0
     fast: bool = False  # tests: smallest sensible amounts of work
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)  # costly artefacts shared by rows (no secrets)
 
     @classmethod
     def from_set(cls, marked: LoadedModel, base: Optional[LoadedModel], fs: FingerprintSet, seed: int = 0,

@@ -81,6 +81,55 @@ def plot_leaderboard(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def sweep_curves(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per attack family (plug-in name), its rows ordered by strength: one curve per parameter sweep.
+
+    A family is a plug-in run at ≥ 2 settings of ``gate`` (output detection); points are (utility, rate, gate),
+    gates descending (weakest attack first). Rows whose utility was not measured are left out.
+    """
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for p, row in zip(leaderboard_points(data), [r for r in data["rows"] if r.get("status") == "ok"]):
+        gate = (row.get("params") or {}).get("gate")
+        if gate is None or not p["measured"]:
+            continue
+        curves.setdefault(row["stress"], []).append({**p, "gate": float(gate)})
+    return {name: sorted(pts, key=lambda q: -q["gate"]) for name, pts in curves.items() if len(pts) >= 2}
+
+
+def plot_sweeps(data: dict[str, Any], path: Path) -> bool:
+    """Verification against utility, one curve per gate sweep, the leaderboard's bar shaded; False if no sweep."""
+    curves = sweep_curves(data)
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    ax.axvspan(ACCEPT, 1.1, ymin=(ACCEPT + 0.05) / 1.1, ymax=1.0, color="tab:green", alpha=0.12,
+               label=f"fingerprint holds (rate ≥ {ACCEPT:.0%}, utility ≥ {ACCEPT:.0%})")
+    for name, pts in curves.items():
+        xs, ys = [p["utility"] for p in pts], [p["rate"] for p in pts]
+        line, = ax.plot(xs, ys, marker="o", label=name)
+        for p in pts:
+            ax.annotate(f"{p['gate']:g}", (p["utility"], p["rate"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points", color=line.get_color())
+            if p["verdict"] != "match":
+                ax.scatter([p["utility"]], [p["rate"]], s=90, facecolors="none", edgecolors="tab:red", zorder=3)
+    ax.set_xlim(0.0, 1.1)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("normalized utility (mean over measured tasks)")
+    ax.set_ylabel("per-key verification rate (1 − ASR)")
+    ax.set_title(f"gate sweeps (labels: gate; red ring = verdict lost at α={data['alpha']:g})", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def plot_utility(data: dict[str, Any], path: Path) -> None:
     """Per-task normalized utility with intervals, one group per row."""
     import matplotlib
@@ -131,7 +180,8 @@ def render_html(data: dict[str, Any]) -> str:
              "p-value are verify's exact test over all keys. Normalized utility = stressed score ÷ unstressed "
              f"score per task (perplexity inverted); {e(data['normalized_ci_note'])}. Rows where the attack wins "
              "(verdict no match at utility ≥ 75 %) are highlighted.</p>",
-             "<img src='leaderboard.png' alt='leaderboard'><br><img src='utility.png' alt='utility per task'>",
+             "<img src='leaderboard.png' alt='leaderboard'><br><img src='utility.png' alt='utility per task'>"
+             + ("<br><img src='sweeps.png' alt='gate sweeps'>" if sweep_curves(data) else ""),
              "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"]
     for r in data["rows"]:
         if r.get("status") != "ok":
@@ -168,6 +218,8 @@ def write_report(data: dict[str, Any], out: Path, overwrite: bool = False) -> No
     write_json_atomic(out / "report.json", clean)
     plot_leaderboard(data, out / "leaderboard.png")
     plot_utility(data, out / "utility.png")
+    if not plot_sweeps(data, out / "sweeps.png"):
+        (out / "sweeps.png").unlink(missing_ok=True)
     (out / "report.html").write_text(render_html(data), encoding="utf-8")
 
 

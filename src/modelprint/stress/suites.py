@@ -77,11 +77,27 @@ FULL = SuiteSpec("full", (
     Entry("unlearn-guessed"),
 ), FULL_TASKS, "every stress and attack, parameter sweeps, larger task samples")
 
-SUITES = {s.name: s for s in (QUICK, FULL)}
+GATES = (0.95, 0.9, 0.8, 0.7, 0.5)
+
+PAPER = SuiteSpec("paper", (
+    *(Entry(name, {"gate": g}) for name in ("detect-topk", "detect-neighbor", "detect-lookahead") for g in GATES),
+    Entry("suppress-topk"),
+    Entry("suppress-neighbor"),
+    Entry("suppress-lookahead"),
+    Entry("input-filter"),
+    Entry("stat-signature"),
+    Entry("host-sft", {"n": 128, "epochs": 1}),
+    Entry("merge-linear", {"weight": 0.5, "partner": "finetuned"}),
+    Entry("merge-ties", {"density": 0.2, "partner": "finetuned"}),
+), QUICK_TASKS, "the adaptive-attack sweep as Nasery et al. 2025 report it: output detection at gates 0.95…0.5 for "
+                "each suppression family, plain suppression, input filtering, statistical signature, host SFT, "
+                "and merges with a separately fine-tuned copy (hours on 2 CPU cores; minutes on a GPU)")
+
+SUITES = {s.name: s for s in (QUICK, FULL, PAPER)}
 
 
 def resolve_suite(spec: str) -> SuiteSpec:
-    """``quick``, ``full`` or a comma list of plug-in names (defaults, with the quick suite's tasks)."""
+    """``quick``, ``full``, ``paper`` or a comma list of plug-in names (defaults, with the quick suite's tasks)."""
     from modelprint.stress.registry import get_stress
 
     if spec in SUITES:

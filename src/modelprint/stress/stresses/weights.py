@@ -106,29 +106,65 @@ def _merged(ctx: StressContext, method: str, parents: list[tuple[LoadedModel, fl
         return merger.merge(models, weights, base if with_base else None, device).to(device)
 
 
+PARTNERS = ("base", "finetuned")
+
+
+def _partner(ctx: StressContext, partner: str, what: str) -> LoadedModel:
+    """The model merged with ours: the public base, or a copy of it the host fine-tuned separately.
+
+    ``finetuned``: the base after the host's own benign SFT (``host-sft``'s loop and data, 128 NQ-open pairs, one
+    epoch, lr 1e-4) — the realistic merge, since a host merges our model with its own fine-tune, not with the base.
+    Built once per context and cached: a sweep merges with the same partner several times.
+    """
+    if partner not in PARTNERS:
+        raise ModelprintError(f"{what}: partner must be one of {', '.join(PARTNERS)}, got '{partner}'")
+    base = ctx.need_base(what)
+    if partner == "base":
+        return base
+    cached = ctx.cache.get("finetuned-partner")
+    if cached is None:
+        from modelprint.prompts import response_ids
+        from modelprint.stress.stresses.finetune import benign_pairs, train_pairs
+
+        n = 16 if ctx.fast else 128
+        pairs = [(q, response_ids(base.tokenizer, a)) for q, a in benign_pairs(n, ctx.seed + 1)]
+        model = train_pairs(base, pairs, lr=1e-4, epochs=1, batch_size=8, seed=ctx.seed + 1,
+                            desc="partner fine-tune")
+        cached = dataclasses.replace(base, model=model, source=f"{base.source}+sft{n}")
+        ctx.cache["finetuned-partner"] = cached
+    return cached
+
+
 @register("merge-linear")
-def merge_linear(ctx: StressContext, weight: float = 0.5) -> Stressed:
-    """Linear merge ``weight·marked + (1−weight)·base`` (model soups; mergekit ``linear``).
+def merge_linear(ctx: StressContext, weight: float = 0.5, partner: str = "base") -> Stressed:
+    """Linear merge ``weight·marked + (1−weight)·partner`` (model soups; mergekit ``linear``).
 
     Source: merging a served model with others is routine (Wortsman et al. 2022). Probes:
-    fingerprints that fade when their weight delta is scaled down. ``modelprint.merge``'s linear method;
+    fingerprints that fade when their weight delta is scaled down. ``partner``: the public ``base`` or a
+    separately ``finetuned`` copy of it (see :func:`_partner`). ``modelprint.merge``'s linear method;
     a parent of weight 0 is left out.
     """
     if not 0.0 <= weight <= 1.0:
         raise ModelprintError(f"merge-linear: weight must be in [0, 1], got {weight}")
     base = ctx.need_base("merge-linear")
-    parents = [(m, w) for m, w in ((ctx.marked, weight), (base, 1.0 - weight)) if w > 0]
-    return served(ctx.marked, _merged(ctx, "linear", parents, base), f"linear{weight:g}")
+    other = _partner(ctx, partner, "merge-linear")
+    parents = [(m, w) for m, w in ((ctx.marked, weight), (other, 1.0 - weight)) if w > 0]
+    suffix = "" if partner == "base" else "-ft"
+    return served(ctx.marked, _merged(ctx, "linear", parents, base), f"linear{weight:g}{suffix}")
 
 
 @register("merge-ties")
-def merge_ties(ctx: StressContext, density: float = 0.2, scale: float = 1.0) -> Stressed:
+def merge_ties(ctx: StressContext, density: float = 0.2, scale: float = 1.0, partner: str = "base") -> Stressed:
     """TIES merge (Yadav et al. 2023) of the fingerprinted model's task vector onto the base.
 
-    With one fine-tuned model TIES reduces to trimming: keep the ``density`` share of largest-magnitude
-    entries of ``marked − base`` per tensor, add ``scale`` × that to the base. Probes: fingerprints
-    spread over many small weight changes. ``modelprint.merge``'s ties method, in process.
+    With ``partner="base"`` TIES reduces to trimming: keep the ``density`` share of largest-magnitude entries of
+    ``marked − base`` per tensor, add ``scale`` × that to the base. With ``partner="finetuned"`` both task vectors
+    (ours and the host's separately fine-tuned copy's) are trimmed, sign-elected and merged, weights 0.5 each.
+    Probes: fingerprints spread over many small weight changes. ``modelprint.merge``'s ties method, in process.
     """
     base = ctx.need_base("merge-ties")
-    model = _merged(ctx, "ties", [(ctx.marked, 1.0)], base, with_base=True, density=density, scale=scale)
-    return served(ctx.marked, model, f"ties{density:g}")
+    other = _partner(ctx, partner, "merge-ties")
+    parents = [(ctx.marked, 1.0)] if partner == "base" else [(ctx.marked, 0.5), (other, 0.5)]
+    model = _merged(ctx, "ties", parents, base, with_base=True, density=density, scale=scale)
+    suffix = "" if partner == "base" else "-ft"
+    return served(ctx.marked, model, f"ties{density:g}{suffix}")
