@@ -96,7 +96,10 @@ def _parse_pool_words(ids: list[int], pool, count: int) -> bool:
     return at == len(ids)
 
 
-def _pooled(fp: Fingerprint, fs: FingerprintSet, tokenizer: TokenizerSource) -> dict[str, float]:
+def _pooled(fp: Fingerprint, fs: FingerprintSet, tokenizer: TokenizerSource,
+            cache: dict[Any, Any]) -> dict[str, float]:
+    """``cache`` holds the pool and its bounds per word count for one set: building the pool decodes the whole
+    vocabulary (~1 s), once per set rather than once per key."""
     from modelprint.generate.wordlist import POOL_NAME, pool_meta, word_pool
 
     recorded = fp.meta.get("pool")
@@ -108,8 +111,12 @@ def _pooled(fp: Fingerprint, fs: FingerprintSet, tokenizer: TokenizerSource) -> 
     if tok is None:
         raise ConfigError(f"a {fs.strategy} set's bounds are recomputed from its word pool, which needs the set's "
                           f"tokenizer ('{fs.model_source}'), not available here")
-    pool = word_pool(tok)
-    expected = pool_meta(pool, count)
+    if "pool" not in cache:
+        cache["pool"] = word_pool(tok)
+    pool = cache["pool"]
+    if count not in cache:
+        cache[count] = pool_meta(pool, count)
+    expected = cache[count]
     if recorded != expected["pool"] or recorded.get("name") != POOL_NAME:
         raise _refuse(fp, "its word pool is not the pool this tokenizer gives")
     if not _parse_pool_words(list(fp.response_ids), pool, count):
@@ -146,12 +153,13 @@ def _other(fp: Fingerprint) -> dict[str, float]:
 def set_bounds(fs: FingerprintSet, tokenizer: TokenizerSource = _no_tokenizer) -> dict[int, dict[str, float]]:
     """Every fingerprint's verified bounds by comparison key (only the keys that can be established here)."""
     tokenizer = functools.lru_cache(maxsize=2)(tokenizer)
+    pools: dict[Any, Any] = {}
     result = {}
     for fp in fs:
         if fs.strategy in PERINUCLEUS:
             result[fp.index] = _perinucleus(fp, fs, tokenizer)
         elif fs.strategy in POOLED:
-            result[fp.index] = _pooled(fp, fs, tokenizer)
+            result[fp.index] = _pooled(fp, fs, tokenizer, pools)
         elif fs.strategy in SAMPLED:
             result[fp.index] = _sampled(fp, fs)
         else:
