@@ -158,9 +158,10 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
     spent_before = usage() if usage is not None else {}
     match = resolve_match(match, backend, fs, len(planned))
     verifier_name = verifier_for(fs)
-    outcome = get_verifier(verifier_name)(VerifyRequest(
-        backend, fs, planned, alpha, match, batch_size, sequential, sp,
-        budget_limited=bool(max_queries and max_queries < len(fs))))
+    request = VerifyRequest(backend, fs, planned, alpha, match, batch_size, sequential, sp,
+                            budget_limited=bool(max_queries and max_queries < len(fs)))
+    outcome = get_verifier(verifier_name)(request)
+    planned = request.planned  # a verifier may cut the plan to what the request budget affords
     log10_p = outcome.log10_p
     access: dict[str, Any] = {"mode": access_mode(match, backend)}
     if usage is not None:  # what this verification spent (the backend's counters run across sets)
