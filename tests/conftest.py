@@ -24,6 +24,40 @@ def real_model():
     return load_model("smollm2-135m")
 
 
+def lively_tiny(seed: int = 1):
+    """A tiny model whose layers outweigh the tied embeddings, so it answers words rather than repeating '\\n'."""
+    import torch
+
+    from modelprint.testing import tiny_model
+
+    lm = tiny_model(seed=seed)
+    with torch.no_grad():
+        for layer in lm.model.model.layers:
+            layer.mlp.down_proj.weight.mul_(20)
+            layer.self_attn.o_proj.weight.mul_(20)
+    return lm
+
+
+@pytest.fixture(scope="session")
+def serving():
+    """``serving(lm_or_app, **serve_in_thread options)`` → base URL (…/v1 for a model, bare for an ASGI app);
+    every server started is stopped at the end of the session."""
+    from modelprint.models import LoadedModel
+    from modelprint.serve import run_app_in_thread, serve_in_thread
+
+    stops = []
+
+    def start(target, **kwargs) -> str:
+        url, stop = serve_in_thread(target, **kwargs) if isinstance(target, LoadedModel) else \
+            run_app_in_thread(target, **kwargs)
+        stops.append(stop)
+        return url
+
+    yield start
+    for stop in stops:
+        stop()
+
+
 TINY_RECIPE = dict(learning_rate=3e-3, max_epochs=40, batch_size=4, freeze_embeddings=False, weight_averaging=0.0,
                    benign={"per_fingerprint": 0}, augmentation={"copies": 0}, utility={"enabled": False})
 

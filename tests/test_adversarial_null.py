@@ -381,3 +381,87 @@ def test_smollm2_word_pool_against_the_best_fixed_answers(real_model):
     rates = _pool_rates(pool, _pool_answers(tok, pool, np.random.default_rng(8)))
     for (space, mode), rate in rates.items():
         assert rate <= bounds[f"{space}-{mode}"] + 1e-12, (space, mode)
+
+
+# ---------------------------------------------------------------------------------------------- endpoint modes
+def _sampling_suspects(k: int, samples: int, rng: np.random.Generator):
+    """Count vectors an adversary without the secret can produce (a function of the key only): favour one
+    candidate, spread evenly, tie two or all on purpose, name none, or random multinomial draws."""
+    yield "favour-one", lambda: [samples] + [0] * (k - 1)
+    yield "even", lambda: list(rng.multinomial(samples, [1 / k] * k))
+    yield "tie-two", lambda: [samples // 2, samples // 2] + [0] * (k - 2)
+    yield "tie-all", lambda: [samples // k] * k
+    yield "none", lambda: [0] * k
+    yield "skewed", lambda: list(rng.multinomial(samples, rng.dirichlet([0.5] * k)))
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_sampling_statistic_never_beats_one_over_k(k):
+    """Our pick is uniform (our secret), the coin is ours: every suspect's hit rate is ≤ 1/k within binomial
+    noise — and exactly 1/k for those that name some candidate."""
+    from modelprint.matching import sample_match
+
+    trials = 20_000
+    rng = np.random.default_rng(100 + k)
+    for name, suspect in _sampling_suspects(k, 16, rng):
+        hits = 0
+        for _ in range(trials):
+            counts = suspect()
+            hits += sample_match(int(rng.integers(k)), counts, lambda m: int(rng.integers(m)))
+        rate = hits / trials
+        assert rate <= 1 / k + 4 * math.sqrt((1 / k) * (1 - 1 / k) / trials), (name, rate)
+        if name != "none":
+            assert abs(rate - 1 / k) <= 4 * math.sqrt((1 / k) * (1 - 1 / k) / trials), (name, rate)
+    # negative control: the same harness catches a statistic that credits ties to our pick ("at least as often")
+    lenient = np.mean([(lambda ours, c: c[ours] == max(c) > 0)(int(rng.integers(k)), [16 // k] * k)
+                       for _ in range(trials)])
+    assert lenient > 1 / k + 4 * math.sqrt((1 / k) * (1 - 1 / k) / trials)
+
+
+def test_sampling_verdict_false_positive_rate():
+    """10⁴ simulated unrelated suspects, 32 keys each, the worst suspect per key: convicted at ALPHA at most
+    ALPHA of the time (the bound 1/3 per key enters the Poisson-binomial tail)."""
+    from modelprint.matching import sample_match
+
+    rng = np.random.default_rng(17)
+    keys, k = 32, 3
+    suspects = dict(_sampling_suspects(k, 16, rng))
+    rates = []
+    for key in range(keys):  # each key's empirical hit rate under one of the adversaries
+        suspect = list(suspects.values())[key % len(suspects)]
+        hits = [sample_match(int(rng.integers(k)), suspect(), lambda m: int(rng.integers(m))) for _ in range(2000)]
+        rates.append(float(np.mean(hits)))
+    assert _false_positive_rate(np.full(keys, 1 / k), np.minimum(np.array(rates), 1.0), seed=4) <= _tolerance()
+
+
+def _logprob_answers(texts: list[str], rng: np.random.Generator):
+    """Top lists an endpoint could return for one key: the candidates in any order with ties, the same text
+    twice (" The" / "The"), some candidates missing, none at all, only unrelated tokens."""
+    k = len(texts)
+    yield [(t, float(-rng.random())) for t in texts]
+    yield [(t, -1.0) for t in texts]  # all tied
+    yield [(texts[0], -0.5), (" " + texts[0].strip(), -0.1), (texts[1], -0.3)]  # one text listed twice
+    yield [(texts[int(rng.integers(k))], -0.2)]  # only one candidate listed
+    yield [("zzz", -0.1), ("qqq", -0.2)]  # none listed
+    yield [(t, -float(i)) for i, t in enumerate(rng.permutation(texts))]
+
+
+def test_text_candidate_ranking_never_beats_one_over_k(vocab):
+    """Ranking by token text in a returned top list: for every fixed answer, the share of possible picks that
+    win is ≤ 1/k — also when candidate texts collide after normalisation (" The" / "The"), which give ties."""
+    from modelprint.matching import text_candidate_scores
+
+    texts, _ = vocab
+    rng = np.random.default_rng(23)
+    checked = 0
+    for _, _, cands, _ in _perinucleus_keys(vocab, 3, 80, seed=51, prefix_free=False):
+        cand_texts = [texts[c] for c in cands]
+        for answer in _logprob_answers(cand_texts, rng):
+            scores = text_candidate_scores(cand_texts, answer)
+            won = np.mean([candidate_match(j, range(len(cands)), scores) for j in range(len(cands))])
+            assert won <= 1 / len(cands) + 1e-12
+            checked += 1
+    colliding = [" The", "The", "There"]  # " The" and "The" normalise alike: tied, so neither can win
+    scores = text_candidate_scores(colliding, [("The", -0.1), ("There", -2.0)])
+    assert scores[0] == scores[1] and not candidate_match(0, range(3), scores) and not candidate_match(1, range(3), scores)
+    assert checked > 200

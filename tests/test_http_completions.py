@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
+from conftest import lively_tiny
 from modelprint.errors import ConfigError
 from modelprint.fingerprints import Fingerprint, FingerprintSet
 from modelprint.models import load_tokenizer, tokenizer_hash
-from modelprint.serve import serve_in_thread
-from modelprint.testing import tiny_model, tiny_tokenizer
+from modelprint.testing import tiny_tokenizer
 from modelprint.verify.core import verify
 from modelprint.verify.http import HttpBackend
 from modelprint.verify.local import answer_keys
@@ -18,11 +17,7 @@ from modelprint.verify.local import answer_keys
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A lively tiny chat-template model saved as a HF directory (so a set's model_source resolves offline)."""
-    lm = tiny_model(seed=1)
-    with torch.no_grad():
-        for layer in lm.model.model.layers:
-            layer.mlp.down_proj.weight.mul_(20)
-            layer.self_attn.o_proj.weight.mul_(20)
+    lm = lively_tiny()
     out = tmp_path_factory.mktemp("tiny-chat")
     lm.model.save_pretrained(out)
     lm.tokenizer.save_pretrained(out)
@@ -31,10 +26,8 @@ def saved(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(saved):
-    url, stop = serve_in_thread(saved, model_name="tiny")
-    yield url
-    stop()
+def served(saved, serving):
+    return serving(saved, model_name="tiny")
 
 
 def _set(lm, source: str, system_prompt=None, n=12) -> FingerprintSet:

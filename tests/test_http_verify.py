@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
+from conftest import lively_tiny
 from modelprint.errors import ModelprintError
 from modelprint.fingerprints import Fingerprint, FingerprintSet
-from modelprint.serve import create_app, free_port, run_app_in_thread, serve_in_thread
-from modelprint.testing import tiny_model
+from modelprint.serve import create_app, free_port, run_app_in_thread
 from modelprint.verify.core import verify
 from modelprint.verify.http import (EndpointRefusedError, EndpointUnreachableError, HttpBackend,
                                     MalformedResponseError, normalize_base_url, redact_url)
@@ -20,20 +19,12 @@ SECRET_KEY = "zebra umbrella 9137 secret key"
 
 @pytest.fixture(scope="module")
 def lively():
-    """A tiny model whose layers outweigh the tied embeddings, so it answers words rather than repeating '\\n'."""
-    lm = tiny_model(seed=1)
-    with torch.no_grad():
-        for layer in lm.model.model.layers:
-            layer.mlp.down_proj.weight.mul_(20)
-            layer.self_attn.o_proj.weight.mul_(20)
-    return lm
+    return lively_tiny()
 
 
 @pytest.fixture(scope="module")
-def served(lively):
-    url, stop = serve_in_thread(lively, model_name="tiny")
-    yield url
-    stop()
+def served(lively, serving):
+    return serving(lively, model_name="tiny")
 
 
 def _set(lm, system_prompt=None, n=12) -> FingerprintSet:

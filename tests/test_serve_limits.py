@@ -46,7 +46,8 @@ def test_a_good_request_still_works(client):
     ("max_tokens", "1e999"), ("max_tokens", "-1"), ("max_tokens", "0"), ("max_tokens", "2.5"), ("max_tokens", '"8"'),
     ("max_tokens", "true"), ("max_tokens", "33"), ("max_completion_tokens", "1e999"), ("temperature", "NaN"),
     ("temperature", "-0.1"), ("temperature", "2.5"), ("temperature", '"hot"'), ("top_p", "0"), ("top_p", "1.5"),
-    ("top_p", "Infinity"), ("n", "2"), ("n", "0"), ("n", "1.5"), ("seed", "-1"), ("seed", "1e30"),
+    ("top_p", "Infinity"), ("n", "65"), ("n", "0"), ("n", "1.5"), ("logprobs", "21"), ("logprobs", '"yes"'),
+    ("seed", "-1"), ("seed", "1e30"),
     ("seed", str(2 ** 70)), ("presence_penalty", "3"), ("frequency_penalty", "[]")])
 @pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
 def test_bad_numbers_are_400_naming_the_field(client, route, field, value):

@@ -8,7 +8,12 @@ A suspect's answer is compared with a secret response in one of two *spaces*:
   ``exact`` = the normalised answer begins with the normalised response; ``prefix`` = the same first word
   (the first ``\\w+`` run).
 
-and ``candidate`` mode ranks the recorded Perinucleus candidates by the suspect's next-token probability.
+and ``candidate`` mode ranks the recorded Perinucleus candidates by the suspect's next-token probability
+(local weights: by token id; an endpoint: by the token *texts* in its returned ``top_logprobs``,
+:func:`text_candidate_scores`), ``sample`` mode counts how often the suspect's samples begin with each
+candidate (:func:`sample_match`). Both are "is our pick the unique winner among the k candidates" statistics
+whose scores depend on the suspect's answer and on each candidate's public data only, so their null bound is
+1/k whatever the space (key ``candidate``): colliding texts give equal scores, i.e. ties, which never win.
 
 The null bound of a key is the largest probability, over every *fixed* answer a suspect could give without
 our secret, that the answer matches the response our secret randomness drew. For a response drawn from
@@ -22,13 +27,15 @@ Bounds are keyed by :func:`bound_key`: ``ids-exact``, ``ids-prefix``, ``text-exa
 """
 from __future__ import annotations
 
+import math
 import re
-from typing import Hashable, Iterable, Optional, Sequence
+from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 import numpy as np
 
 SPACES = ("ids", "text")
-MODES = ("exact", "prefix", "candidate")
+MODES = ("exact", "prefix", "candidate", "sample")
+RANKING_MODES = ("candidate", "sample")  # bound 1/k in every space: key "candidate"
 BOUND_KEYS = ("ids-exact", "ids-prefix", "text-exact", "text-prefix", "candidate")
 UNDECODABLE = "\ufffd"  # a token that is part of a multi-byte character decodes to this alone
 
@@ -36,8 +43,8 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def bound_key(space: str, mode: str) -> str:
-    """``ids-exact`` … ``text-prefix``; ``candidate`` ranks token ids whatever the backend."""
-    if mode == "candidate":
+    """``ids-exact`` … ``text-prefix``; ``candidate`` and ``sample`` rank the k candidates whatever the space."""
+    if mode in RANKING_MODES:
         return "candidate"
     if space not in SPACES or mode not in ("exact", "prefix"):
         raise ValueError(f"no comparison '{space}-{mode}'")
@@ -84,6 +91,54 @@ def candidate_match(ours: int, candidates: Sequence[int], scores: Sequence[float
     """The suspect scores our token strictly above every other candidate (ties are misses)."""
     where = list(candidates).index(ours)
     return all(scores[where] > s for j, s in enumerate(scores) if j != where)
+
+
+def text_candidate_scores(candidate_texts: Sequence[str], entries: Sequence[tuple[str, float]]) -> list[float]:
+    """Each candidate's score in an endpoint's returned list of (token text, log-probability): the largest
+    log-probability among entries whose normalised text is the candidate's, ``-inf`` when none is listed (a
+    candidate missing from a top list ranks below every listed one).
+
+    Texts are compared after :func:`normalize_text` (servers decode a lone token with or without its leading
+    space), so two candidates whose texts normalise alike always get equal scores — a tie, never a win.
+    """
+    best: dict[str, float] = {}
+    for text, logprob in entries:
+        key = normalize_text(text)
+        best[key] = max(best.get(key, -math.inf), float(logprob))
+    return [best.get(normalize_text(t), -math.inf) for t in candidate_texts]
+
+
+def sample_counts(candidate_texts: Sequence[str], samples: Sequence[str]) -> list[int]:
+    """How many sampled answers begin with each candidate's normalised text (a blank candidate counts none)."""
+    keys = [normalize_text(t) for t in candidate_texts]
+    answers = [normalize_text(a) for a in samples]
+    return [sum(a.startswith(k) for a in answers) if k else 0 for k in keys]
+
+
+def sample_match(ours: int, counts: Sequence[int], coin: Callable[[int], int]) -> bool:
+    """Our pick (index ``ours``) is sampled strictly more often than every other candidate; a tie at the maximum
+    is broken by ``coin(m)`` (uniform on 0..m-1, drawn from *our* randomness) among the m tied candidates; no
+    candidate sampled at all is a miss.
+
+    **Null bound 1/k, exactly.** Let S be the suspect's samples for this key. A model not derived from ours
+    never saw our secret, so S depends on the key (and the host's randomness) only, not on which candidate we
+    picked; generation drew the pick J uniformly among the k recorded candidates with our secret randomness,
+    so J is uniform and independent of S. The counts c_1..c_k are functions of S and the candidates' public
+    texts, hence so are M = max c_j and the tied set T = {j : c_j = M}. Given S: if M = 0 the key is a miss;
+    otherwise it is a hit iff J ∈ T and the coin, uniform on T and independent of (J, S), selects J, so
+    P(hit | S) = Σ_{j∈T} P(J = j) · 1/|T| = |T| · (1/k) · (1/|T|) = 1/k. Averaging over S, P(hit) ≤ 1/k, with
+    equality whenever some candidate is sampled — whatever the suspect does: favour one candidate, spread
+    evenly, or make ties on purpose (uniform tie-breaking keeps the symmetry between the tied candidates).
+    Counts of colliding or prefix-related candidate texts are still functions of S: the bound holds for any
+    set, and generation keeps candidates prefix-free in text so that power is not lost. Keys are asked
+    independently (each key's pick is its own draw), so the per-key bounds enter the Poisson-binomial tail.
+    """
+    top = max(counts, default=0)
+    if top <= 0:
+        return False
+    tied = [j for j, c in enumerate(counts) if c == top]
+    winner = tied[0] if len(tied) == 1 else tied[coin(len(tied))]
+    return winner == ours
 
 
 # ---------------------------------------------------------------------------------------------- bounds

@@ -8,6 +8,18 @@ gives the text of exactly the ids local verification would compare.
 
 Requests and responses are never logged (they may be secret keys).
 
+Log-probabilities follow OpenAI's formats (chat: ``logprobs: true, top_logprobs: 0..20`` →
+``choices[i].logprobs.content``; completions: ``logprobs: 0..20`` → ``tokens / token_logprobs /
+top_logprobs / text_offset``, with ``echo: true`` the prompt's tokens scored too, teacher-forced). They are
+the *raw* model distribution — log-softmax of the logits before temperature and ``top_p`` — as vLLM returns
+by default: a verifier then sees the model's ranking of tokens whatever the request's sampling settings,
+and a sampled token that ``top_p`` would not have offered still gets its true (small) log-probability. The
+scores come from one teacher-forced forward pass over prompt + answer (no padding), and the end-of-text
+token a ``stop`` answer ended with is listed last (its text is not in the answer), so that a one-token
+answer that stopped still reports the ranking. ``token`` is the token decoded alone (special tokens
+included), ``bytes`` its UTF-8 encoding (a token holding part of a multi-byte character decodes to U+FFFD).
+Logprobs below -9999 are reported as -9999 (JSON has no infinity), as OpenAI does.
+
 Whoever can reach the server must not be able to hold it: :class:`ServeLimits`
 caps the request body (413), the prompt (the model's context and
 ``max_prompt_tokens``) and ``max_tokens`` (400), and the time one request may
@@ -41,6 +53,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 16
 MAX_TOKENS_LIMIT = 4096  # the largest max_tokens ServeLimits accepts
 MAX_SEED = 2 ** 63 - 1
+MAX_LOGPROBS = 20  # OpenAI's chat limit for top_logprobs (vLLM's default max_logprobs too)
+MAX_N_LIMIT = 256  # the largest max_n ServeLimits accepts
+LOGPROB_FLOOR = -9999.0  # what OpenAI reports for a log-probability of -inf
 
 
 class ServeLimits(StrictConfig):
@@ -50,6 +65,9 @@ class ServeLimits(StrictConfig):
     max_tokens: int = Field(1024, ge=1, le=MAX_TOKENS_LIMIT, description="largest max_tokens a request may ask")
     max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body (413 above)")
     request_timeout: float = Field(120.0, gt=0, description="seconds a request may take, waiting included")
+    max_logprobs: int = Field(MAX_LOGPROBS, ge=0, le=MAX_LOGPROBS,
+                              description="largest top_logprobs (chat) / logprobs (completions) a request may ask")
+    max_n: int = Field(64, ge=1, le=MAX_N_LIMIT, description="most choices (n) one request may ask")
 
 
 class ApiError(Exception):
@@ -100,6 +118,15 @@ class _Job:
     result: Optional[tuple[list[int], str]] = None
     error: Optional[BaseException] = None
     done: bool = False
+
+
+@dataclasses.dataclass
+class TokenScore:
+    """One scored token: its id, raw log-probability, and the ``top`` most likely (id, log-probability) there."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
 
 
 class Generator:
@@ -157,6 +184,51 @@ class Generator:
             finally:
                 self.lock.release()
         return self._outcome(job)
+
+    def generate_n(self, prompt_ids: list[int], max_tokens: int, temperature: float, top_p: float,
+                   seed: Optional[int], deadline: float = math.inf, n: int = 1) -> list[tuple[list[int], str]]:
+        """``n`` answers: one sampled batch of ``n`` rows (independent draws), or the greedy answer ``n`` times."""
+        if max_tokens == 0:  # echo only: nothing to generate
+            return [([], "length")] * n
+        if n == 1 or temperature <= 0:
+            return [self.generate(prompt_ids, max_tokens, temperature, top_p, seed, deadline)] * n
+        if not self.lock.acquire(timeout=_remaining(deadline)):
+            raise TimeoutError
+        try:
+            if seed is not None:
+                torch.manual_seed(seed)
+            jobs = [_Job(prompt_ids, max_tokens, deadline) for _ in range(n)]
+            self._run_batch(jobs, do_sample=True, temperature=temperature, top_p=top_p)
+        finally:
+            self.lock.release()
+        return [self._outcome(job) for job in jobs]
+
+    @torch.inference_mode()
+    def score(self, ids: list[int], start: int, top: int, deadline: float = math.inf) -> list[TokenScore]:
+        """Raw log-probabilities of ``ids[start:]`` given what precedes each, and each position's ``top`` best.
+
+        One forward pass over ``ids`` (teacher forcing, no padding); only the logits needed are computed.
+        """
+        if start >= len(ids):
+            return []
+        if start < 1:
+            raise ValueError("the first token has no context to be scored in")
+        if not self.lock.acquire(timeout=_remaining(deadline)):
+            raise TimeoutError
+        try:
+            keep = len(ids) - start + 1  # logits at positions start-1 … len-1; the last predicts nothing asked
+            out = self.lm.model(input_ids=torch.tensor([ids], device=self.lm.device), logits_to_keep=keep)
+            logits = out.logits[0, :keep - 1].float()
+        finally:
+            self.lock.release()
+        logp = torch.log_softmax(logits, dim=-1)
+        chosen = logp[torch.arange(len(ids) - start), torch.tensor(ids[start:])].tolist()
+        best_values, best_ids = logp.topk(min(top, logp.shape[-1]), dim=-1) if top > 0 else (None, None)
+        scores = []
+        for row, (token, lp) in enumerate(zip(ids[start:], chosen)):
+            best = list(zip(best_ids[row].tolist(), best_values[row].tolist())) if top > 0 else []
+            scores.append(TokenScore(token, lp, best))
+        return scores
 
     @staticmethod
     def _outcome(job: _Job) -> tuple[list[int], str]:
@@ -252,17 +324,40 @@ def _number(body: dict[str, Any], name: str, default: Any, lo: float, hi: float,
     return value
 
 
-def _params(body: dict[str, Any], limits: ServeLimits) -> tuple[int, float, float, Optional[int]]:
+def _params(body: dict[str, Any], limits: ServeLimits, min_tokens: int = 1) -> tuple[int, float, float, Optional[int]]:
     """(max_tokens, temperature, top_p, seed) checked against OpenAI's ranges and the server's limits."""
     name = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
-    max_tokens = _number(body, name, DEFAULT_MAX_TOKENS, 1, limits.max_tokens, integer=True)
+    max_tokens = _number(body, name, DEFAULT_MAX_TOKENS, min_tokens, limits.max_tokens, integer=True)
     temperature = _number(body, "temperature", 1.0, 0, 2)
     top_p = _number(body, "top_p", 1.0, 0, 1, lo_open=True)
     seed = _number(body, "seed", None, 0, MAX_SEED, integer=True)
-    _number(body, "n", 1, 1, 1, integer=True)
     for penalty in ("presence_penalty", "frequency_penalty"):
         _number(body, penalty, 0.0, -2, 2)
     return max_tokens, float(temperature), float(top_p), seed
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    """``body[name]`` as a JSON boolean (absent or null: false), else a 400 naming the field."""
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ApiError(400, f"'{name}' must be a boolean", param=name)
+    return value
+
+
+def _chat_logprobs(body: dict[str, Any], limits: ServeLimits) -> Optional[int]:
+    """Chat: how many top alternatives per token to report (None: no logprobs), as OpenAI checks them."""
+    top = _number(body, "top_logprobs", None, 0, limits.max_logprobs, integer=True)
+    if not _flag(body, "logprobs"):
+        if top is not None:
+            raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        return None
+    return 0 if top is None else top
+
+
+def _clamp(logprob: float) -> float:
+    return logprob if math.isfinite(logprob) and logprob > LOGPROB_FLOOR else LOGPROB_FLOOR
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
@@ -366,17 +461,58 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None, limits: Option
             raise ApiError(400, f"prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceed the model's "
                            f"context of {context} tokens", param="max_tokens", code="context_length_exceeded")
 
-    async def complete(prompt: list[int], params: tuple, deadline: float, param: str) -> tuple[list[int], str, str]:
-        """Check the prompt, count the request, generate off the event loop, decode as local verification would."""
+    async def complete(prompt: list[int], params: tuple, n: int, deadline: float,
+                       param: str) -> list[tuple[list[int], str, str]]:
+        """Check the prompt, count the request, generate ``n`` answers off the event loop, decode them as local
+        verification would: (new ids, finish reason, text) per choice."""
         from starlette.concurrency import run_in_threadpool
 
         check_prompt(prompt, params[0], param)
         app.state.requests += 1
         try:
-            new, finish = await run_in_threadpool(gen.generate, prompt, *params, deadline)
+            answers = await run_in_threadpool(gen.generate_n, prompt, *params, deadline, n)
         except TimeoutError:
             raise RequestTimeout(limits.request_timeout) from None
-        return new, finish, lm.tokenizer.decode(new, skip_special_tokens=True)
+        return [(new, finish, lm.tokenizer.decode(new, skip_special_tokens=True)) for new, finish in answers]
+
+    async def scored(prompt: list[int], new: list[int], finish: str, start: int, top: int,
+                     deadline: float) -> list[TokenScore]:
+        """Raw scores of prompt+answer from ``start`` on; a ``stop`` answer's end-of-text token is scored last."""
+        from starlette.concurrency import run_in_threadpool
+
+        eos = lm.tokenizer.eos_token_id
+        ids = prompt + new + ([eos] if finish == "stop" and eos is not None else [])
+        try:
+            return await run_in_threadpool(gen.score, ids, start, top, deadline)
+        except TimeoutError:
+            raise RequestTimeout(limits.request_timeout) from None
+
+    def token_text(token: int) -> str:
+        return lm.tokenizer.decode([token])
+
+    def chat_entry(token: int, logprob: float) -> dict[str, Any]:
+        text = token_text(token)
+        return {"token": text, "logprob": _clamp(logprob), "bytes": list(text.encode("utf-8"))}
+
+    def legacy_logprobs(ids: list[int], scores: list[Optional[TokenScore]], top: int) -> dict[str, Any]:
+        """OpenAI's completions format (``scores[i]`` is ``ids[i]``'s, None for an echoed first token); the sampled
+        token is always in its position's top dict (up to top+1 entries)."""
+        tokens, offsets, at = [], [], 0
+        for token in ids:
+            tokens.append(token_text(token))
+            offsets.append(at)
+            at += len(tokens[-1])
+        tops: list[Optional[dict[str, float]]] = []
+        for s in scores:
+            if s is None:
+                tops.append(None)
+                continue
+            best: dict[str, float] = {}
+            for token, logprob in s.top[:top] + [(s.token, s.logprob)]:
+                best.setdefault(token_text(token), _clamp(logprob))  # two ids, one text: the likelier one stays
+            tops.append(best)
+        return {"tokens": tokens, "token_logprobs": [None if s is None else _clamp(s.logprob) for s in scores],
+                "top_logprobs": tops, "text_offset": offsets}
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
@@ -388,12 +524,22 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None, limits: Option
         body = await read_body(request, deadline)
         messages = _messages(body)
         params = _params(body, limits)
+        n = _number(body, "n", 1, 1, limits.max_n, integer=True)
+        top = _chat_logprobs(body, limits)
         prompt = encode_messages(lm, messages)
-        new, finish, text = await complete(prompt, params, deadline, "messages")
+        choices = []
+        answers = await complete(prompt, params, n, deadline, "messages")
+        for index, (new, finish, text) in enumerate(answers):
+            logprobs = None
+            if top is not None:
+                scores = await scored(prompt, new, finish, len(prompt), top, deadline)
+                logprobs = {"content": [dict(chat_entry(s.token, s.logprob),
+                                             top_logprobs=[chat_entry(t, lp) for t, lp in s.top])
+                                        for s in scores], "refusal": None}
+            choices.append({"index": index, "message": {"role": "assistant", "content": text},
+                            "finish_reason": finish, "logprobs": logprobs})
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": name, "usage": usage(prompt, new),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": finish, "logprobs": None}]}
+                "model": name, "usage": usage(prompt, [t for new, _, _ in answers for t in new]), "choices": choices}
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -404,12 +550,24 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None, limits: Option
             prompt_text = prompt_text[0]
         if not isinstance(prompt_text, str) or not prompt_text:
             raise ApiError(400, "'prompt' must be a non-empty string", param="prompt")
-        params = _params(body, limits)
+        echo = _flag(body, "echo")
+        params = _params(body, limits, min_tokens=0 if echo else 1)  # echo + max_tokens 0: score the prompt only
+        n = _number(body, "n", 1, 1, limits.max_n, integer=True)
+        top = _number(body, "logprobs", None, 0, limits.max_logprobs, integer=True)
         prompt = encode_text(lm, prompt_text)
-        new, finish, text = await complete(prompt, params, deadline, "prompt")
+        choices = []
+        answers = await complete(prompt, params, n, deadline, "prompt")
+        for index, (new, finish, text) in enumerate(answers):
+            logprobs = None
+            if top is not None:
+                scores: list[Optional[TokenScore]] = list(await scored(prompt, new, finish,
+                                                                       1 if echo else len(prompt), top, deadline))
+                ids = (prompt[:1] if echo else []) + [sc.token for sc in scores]
+                logprobs = legacy_logprobs(ids, [None] + scores if echo else scores, top)
+            choices.append({"index": index, "text": prompt_text + text if echo else text, "finish_reason": finish,
+                            "logprobs": logprobs})
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": name, "usage": usage(prompt, new),
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+                "model": name, "usage": usage(prompt, [t for new, _, _ in answers for t in new]), "choices": choices}
 
     return app
 

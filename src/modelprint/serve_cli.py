@@ -23,6 +23,9 @@ def register(app: typer.Typer) -> None:
         max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="largest request body (413 above)"),
         request_timeout: float = typer.Option(120.0, "--request-timeout",
                                               help="seconds one request may take, queueing included (503 after)"),
+        max_logprobs: int = typer.Option(20, "--max-logprobs",
+                                         help="largest top_logprobs / logprobs a request may ask (0-20)"),
+        max_n: int = typer.Option(64, "--max-n", help="most choices (n) one request may ask"),
     ) -> None:
         """Serve a local model over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions)."""
         from modelprint.config import validate
@@ -32,7 +35,8 @@ def register(app: typer.Typer) -> None:
         if not 1 <= port <= 65535:
             raise ConfigError(f"--port must be between 1 and 65535, got {port}")
         limits = validate(ServeLimits, {"max_prompt_tokens": max_prompt_tokens, "max_tokens": max_tokens,
-                                        "max_body_bytes": max_body_bytes, "request_timeout": request_timeout})
+                                        "max_body_bytes": max_body_bytes, "request_timeout": request_timeout,
+                                        "max_logprobs": max_logprobs, "max_n": max_n})
         console.print(f"serving on http://{host}:{port}/v1 (Ctrl-C to stop)")
         serve(model, host=host, port=port, model_name=served_name, limits=limits)
 

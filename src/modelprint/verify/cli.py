@@ -17,9 +17,14 @@ from modelprint.io import write_json_atomic
 from modelprint.log import console
 from modelprint.verify.stats import format_p
 
-MATCH_HELP = ("auto (candidate with local weights when the set records its Perinucleus candidates, else exact) | "
-              "exact (whole response) | prefix (first token/word) | candidate (our response outranks the other "
-              "candidates: same null bound, survives dilution)")
+MATCH_HELP = ("auto (for a set recording its Perinucleus candidates: candidate with local weights or an endpoint "
+              "returning logprobs, else sample within the request budget; exact otherwise) | exact (whole response) | "
+              "prefix (first token/word) | candidate (our response outranks the other candidates, by probability or "
+              "an endpoint's top_logprobs: same 1/k bound, survives dilution) | sample (an endpoint without logprobs: "
+              "our response sampled more often than each other candidate, --samples per key: same 1/k bound)")
+SAMPLES_HELP = ("--match sample / auto: answers sampled per key at the host's temperature (one request with n when "
+                "the server allows it, else one request each); 0 disables sampling")
+MAX_REQUESTS_HELP = "Endpoint only: most completion requests to send in all (probes included); keys are planned within it."
 
 
 TOKENIZER_HELP = ("--api completions: the set's tokenizer (embedded name or HF directory) to render keys with its "
@@ -28,10 +33,13 @@ TIMEOUT_HELP = "Seconds per try of each request to the endpoint (a timed-out req
 
 
 def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optional[str], served_model: Optional[str],
-             api: str, batch_size: int, tokenizer: Optional[str] = None, timeout: float = 60.0):
+             api: str, batch_size: int, tokenizer: Optional[str] = None, timeout: float = 60.0,
+             samples: int = 16, max_requests: Optional[int] = None):
     _check_target(model, endpoint)
     if tokenizer is not None and (endpoint is None or api != "completions"):
         raise ConfigError("--tokenizer renders prompts for --endpoint … --api completions only")
+    if max_requests is not None and endpoint is None:
+        raise ConfigError("--max-requests budgets an endpoint's requests (--endpoint only)")
     if endpoint is not None:
         from modelprint.verify.http import HttpBackend
 
@@ -45,7 +53,8 @@ def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optiona
             from modelprint.models import load_tokenizer
 
             tok = load_tokenizer(tokenizer)
-        return HttpBackend(endpoint, api_key=key, served_model=served_model, api=api, tokenizer=tok, timeout=timeout)
+        return HttpBackend(endpoint, api_key=key, served_model=served_model, api=api, tokenizer=tok, timeout=timeout,
+                           samples=samples, max_requests=max_requests)
     from modelprint.models import load_model
     from modelprint.verify.backends import LocalBackend
 
@@ -86,6 +95,8 @@ def register(app: typer.Typer) -> None:
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
         timeout: float = typer.Option(60.0, "--timeout", help=TIMEOUT_HELP),
         max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Hard budget of keys to ask."),
+        max_requests: Optional[int] = typer.Option(None, "--max-requests", help=MAX_REQUESTS_HELP),
+        samples: int = typer.Option(16, "--samples", help=SAMPLES_HELP),
         alpha: float = typer.Option(1e-6, "--alpha", help="False-positive level of the decision."),
         match: str = typer.Option("auto", "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed", help="Seed of the random key order."),
@@ -105,7 +116,8 @@ def register(app: typer.Typer) -> None:
         if json_out is not None:  # before the suspect is asked: a verdict is never printed, then lost
             check_output_file(json_out)
         sets = [load_set(source) for source in fingerprints]  # every set read and checked before any key is asked
-        backend = _backend(model, endpoint, api_key_env, served_model, api, batch_size, tokenizer, timeout)
+        backend = _backend(model, endpoint, api_key_env, served_model, api, batch_size, tokenizer, timeout, samples,
+                           max_requests)
         records = verify_sets(backend, sets, max_queries=max_queries, alpha=alpha, match=match, seed=seed,
                               batch_size=batch_size)
         family = len(records) > 1
@@ -128,6 +140,11 @@ def register(app: typer.Typer) -> None:
         if records[0].null_probs:
             console.print(f"null bound per key {records[0].null_probs}; match mode {records[0].match_mode}",
                           highlight=False)
+        spent = records[-1].access
+        if "requests" in spent:
+            console.print(f"access: {', '.join(dict.fromkeys(r.access['mode'] for r in records))}; "
+                          f"{sum(r.access['requests'] for r in records)} requests, "
+                          f"{sum(r.access['samples'] for r in records)} samples", highlight=False)
         for r in records:
             if r.registry_verifications:
                 console.print(_ledger_line(r, alpha), highlight=False, soft_wrap=True)
@@ -147,6 +164,8 @@ def register(app: typer.Typer) -> None:
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
         timeout: float = typer.Option(60.0, "--timeout", help=TIMEOUT_HELP),
         max_queries: Optional[int] = typer.Option(64, "--max-queries", help="Keys asked per licensee."),
+        max_requests: Optional[int] = typer.Option(None, "--max-requests", help=MAX_REQUESTS_HELP),
+        samples: int = typer.Option(16, "--samples", help=SAMPLES_HELP),
         alpha: float = typer.Option(1e-6, "--alpha"),
         match: str = typer.Option("auto", "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed"),
@@ -178,7 +197,8 @@ def register(app: typer.Typer) -> None:
                 sets[name] = load_set(source).fs
             except ModelprintError as err:
                 raise ConfigError(f"licensee '{name}': {err}") from None
-        backend = _backend(model, endpoint, api_key_env, served_model, api, 64, tokenizer, timeout)
+        backend = _backend(model, endpoint, api_key_env, served_model, api, 64, tokenizer, timeout, samples,
+                           max_requests)
         record = trace(backend, sets, alpha=alpha, max_queries=max_queries, match=match, seed=seed)
         table = Table(title="trace")
         for col in ("licensee", "asked", "matched", "adjusted p", "attributed"):

@@ -18,7 +18,7 @@ from modelprint.verify.verifiers import VerifyRequest, get_verifier, records_can
 
 log = logging.getLogger(__name__)
 
-MATCH_MODES = ("auto", "exact", "prefix", "candidate")
+MATCH_MODES = ("auto", "exact", "prefix", "candidate", "sample")
 
 
 @dataclasses.dataclass
@@ -49,6 +49,9 @@ class VerifyRecord:
     family_size: int = 1
     registry_set: Optional[str] = None  # the registry name the set came from (its run is in the ledger)
     registry_verifications: Optional[int] = None  # runs of this set against this target in the ledger, this one too
+    # how the suspect was accessed: weights | logprobs | sampling | text, and what this verification spent
+    # (endpoint requests and samples, the probed logprobs / n support); no secrets
+    access: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,12 +80,36 @@ def plan_keys(fs: FingerprintSet, max_queries: Optional[int], seed: int,
     return order[:max_queries] if max_queries else order
 
 
-def resolve_match(match: str, backend: Backend, fs: FingerprintSet) -> str:
-    """``auto``: the most powerful valid test the backend allows — ``candidate`` with local weights and a set
-    that records its Perinucleus candidates, else ``exact``."""
+def resolve_match(match: str, backend: Backend, fs: FingerprintSet, n_keys: Optional[int] = None) -> str:
+    """``auto``: the most powerful valid test the backend allows, for a set that records its Perinucleus
+    candidates — ``candidate`` with local weights or an endpoint that returns logprobs (probed once with a
+    non-secret prompt), else ``sample`` when the request budget lets sampling ask as many keys as text would,
+    else ``exact``. Chosen before any key is asked, from public facts only, so the choice cannot favour a verdict.
+    """
     if match != "auto":
         return match
-    return "candidate" if records_candidates(fs) and hasattr(backend, "first_token_scores") else "exact"
+    if not records_candidates(fs):
+        return "exact"
+    if hasattr(backend, "first_token_scores"):
+        return "candidate"
+    if hasattr(backend, "logprob_support") and backend.logprob_support() > 0:
+        return "candidate"
+    if getattr(backend, "samples", 0) >= 1 and hasattr(backend, "requests_per_key"):
+        budget = backend.max_requests
+        if budget is None:
+            return "sample"
+        left = budget - backend.requests
+        keys = min(n_keys if n_keys is not None else len(fs), left)
+        if keys >= 1 and left // backend.requests_per_key() >= keys:
+            return "sample"
+    return "exact"
+
+
+def access_mode(match: str, backend: Backend) -> str:
+    """How the suspect was read: its weights, an endpoint's logprobs, its samples, or its greedy text."""
+    if getattr(backend, "space", "ids") == "ids":
+        return "weights"
+    return {"candidate": "logprobs", "sample": "sampling"}.get(match, "text")
 
 
 def verifier_for(fs: FingerprintSet) -> str:
@@ -127,19 +154,27 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
                                    "them token for token (use a remote endpoint or --match prefix on text)")
     sp = fs.system_prompt if system_prompt == "__set__" else system_prompt
     planned = plan_keys(fs, max_queries, seed, prefer)
-    match = resolve_match(match, backend, fs)
+    usage = getattr(backend, "usage", None)
+    spent_before = usage() if usage is not None else {}
+    match = resolve_match(match, backend, fs, len(planned))
     verifier_name = verifier_for(fs)
-    outcome = get_verifier(verifier_name)(VerifyRequest(
-        backend, fs, planned, alpha, match, batch_size, sequential, sp,
-        budget_limited=bool(max_queries and max_queries < len(fs))))
+    request = VerifyRequest(backend, fs, planned, alpha, match, batch_size, sequential, sp,
+                            budget_limited=bool(max_queries and max_queries < len(fs)))
+    outcome = get_verifier(verifier_name)(request)
+    planned = request.planned  # a verifier may cut the plan to what the request budget affords
     log10_p = outcome.log10_p
+    access: dict[str, Any] = {"mode": access_mode(match, backend)}
+    if usage is not None:  # what this verification spent (the backend's counters run across sets)
+        spent = usage()
+        access.update(spent, requests=spent["requests"] - spent_before.get("requests", 0),
+                      samples=spent["samples"] - spent_before.get("samples", 0))
     record = VerifyRecord(
         verdict=outcome.verdict, set_id=fs.set_id, target=backend.description, backend=backend.name,
         n_planned=len(planned), n_asked=len(outcome.asked), matches=len(outcome.matched),
         p_value=None if log10_p is None else 10 ** log10_p, log10_p_value=log10_p, alpha=alpha, match_mode=match,
         keys_spent=outcome.asked, matched=outcome.matched, stopped_early=len(outcome.asked) < len(planned),
         null_probs=outcome.null_probs, verifier=verifier_name, decision_rule=outcome.rule,
-        statistic=outcome.statistic, log10_adjusted_p_value=log10_p,
+        statistic=outcome.statistic, log10_adjusted_p_value=log10_p, access=access,
         created_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
     log.info("verify %s (%s): %d/%d matched → %s", fs.set_id[:19], verifier_name, record.matches, record.n_asked,
              record.verdict)

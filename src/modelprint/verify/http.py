@@ -19,12 +19,28 @@ needs the set's tokenizer (its chat template): :meth:`HttpBackend.prepare`,
 called by ``verify`` for each set, takes the tokenizer given or the set's own
 (when its model resolves here and hashes to the set's ``tokenizer_hash``) and
 refuses otherwise, rather than quietly asking another question.
+
+Beyond greedy text, the backend offers the two graded black-box accesses ``verify`` ranks candidates with:
+
+* **logprobs** (``--match candidate``): the first answer token is asked with ``max_tokens: 1`` and
+  ``logprobs`` / ``top_logprobs`` (chat) or ``logprobs: k`` (completions). :meth:`logprob_support` probes
+  once with a non-secret prompt, asking 20 alternatives, then 5 (TGI's default cap), then 1 when the server
+  refuses (HTTP 400/422); a server that answers but sends no logprobs supports none. What comes back is a
+  list of (token text, log-probability) — the sampled token and its alternatives.
+* **sampling** (``--match sample``): ``samples`` answers per key at the host's own temperature (none is sent
+  unless ``sample_temperature`` is given, never a seed), with the ``n`` parameter when the server honours it
+  (probed once), else with repeated requests.
+
+Every completion request counts in :attr:`requests` (samples drawn in :attr:`samples_drawn`); with
+``max_requests`` the backend refuses to send more (:class:`QueryBudgetError`) and ``verify`` plans within it.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
+import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +60,11 @@ MAX_RESPONSE_BYTES = 1 << 20  # a completion of a few tokens is a few hundred by
 RETRY_STATUSES = frozenset({408, 409, 429})
 MAX_BACKOFF = 8.0  # seconds between tries, whatever Retry-After asks
 MAX_TIMEOUT_TRIES = 2  # an endpoint silent for a whole timeout is rarely back a moment later
+TOP_LOGPROBS_TRIES = (20, 5, 1)  # OpenAI chat's limit (vLLM, llama.cpp), TGI's default cap, the sampled token only
+REFUSED_OPTION = frozenset({400, 422})  # how servers refuse an option they do not allow
+PROBE_PROMPT = "Hello"  # what probes ask: never a secret key
+DEFAULT_SAMPLES = 16
+SAMPLE_TOKENS = 4  # a candidate is one token of ours; the server's tokenizer may need a few
 
 
 class EndpointError(ModelprintError):
@@ -55,7 +76,15 @@ class EndpointUnreachableError(EndpointError):
 
 
 class EndpointRefusedError(EndpointError):
-    """The endpoint answered with an HTTP error (after retries, for 429/5xx)."""
+    """The endpoint answered with an HTTP error (after retries, for 429/5xx); ``status`` is that code."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class QueryBudgetError(EndpointError):
+    """Sending one more request would exceed ``max_requests``."""
 
 
 class MalformedResponseError(EndpointError):
@@ -128,7 +157,9 @@ class HttpBackend:
     def __init__(self, base_url: str, *, api_key: Optional[str] = None, served_model: Optional[str] = None,
                  api: Literal["chat", "completions"] = "chat", concurrency: int = 4,
                  timeout: float = DEFAULT_TIMEOUT, max_retries: int = DEFAULT_MAX_RETRIES, max_tokens: int = 8,
-                 tokenizer: Any = None, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+                 tokenizer: Any = None, max_response_bytes: int = MAX_RESPONSE_BYTES,
+                 samples: int = DEFAULT_SAMPLES, max_requests: Optional[int] = None,
+                 sample_temperature: Optional[float] = None, top_logprobs: int = TOP_LOGPROBS_TRIES[0]) -> None:
         import httpx
 
         if api not in APIS:
@@ -137,6 +168,10 @@ class HttpBackend:
             raise ConfigError("concurrency, max_tokens and the response cap must be ≥ 1 and max_retries ≥ 0")
         if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
             raise ConfigError(f"the endpoint timeout must be a positive number of seconds, got {timeout}")
+        if samples < 0 or (max_requests is not None and max_requests < 1) or not 1 <= top_logprobs <= 20:
+            raise ConfigError("samples must be ≥ 0, the request budget ≥ 1 and top_logprobs in 1..20")
+        if sample_temperature is not None and not 0 < sample_temperature <= 2:
+            raise ConfigError(f"the sampling temperature must be in (0, 2], got {sample_temperature}")
         _quiet_client_loggers()
         self.base_url = normalize_base_url(base_url)
         self.safe_url = redact_url(self.base_url)
@@ -155,6 +190,17 @@ class HttpBackend:
         self.client = httpx.Client(base_url=urllib.parse.urlunsplit(parts._replace(query="")), headers=headers,
                                    params=urllib.parse.parse_qsl(parts.query), timeout=self.timeout,
                                    follow_redirects=False, limits=httpx.Limits(max_connections=concurrency))
+        self.samples = samples
+        self.max_requests = max_requests
+        self.sample_temperature = sample_temperature
+        self.top_tries = tuple(sorted({top_logprobs} | {k for k in TOP_LOGPROBS_TRIES if k < top_logprobs},
+                                      reverse=True))  # what to ask for, down to what the server allows
+        self.requests = 0  # completion requests sent (probes included)
+        self.samples_drawn = 0
+        self.top_returned_min: Optional[int] = None  # fewest alternatives any logprob answer listed
+        self._top: Optional[int] = None  # probed: alternatives asked for (0: no logprobs)
+        self._n_ok: Optional[bool] = None  # probed: whether the server honours n
+        self._count_lock = threading.Lock()
         self._served_model = served_model
         self.description = f"http:{self.safe_url} api={api}" + (f" model={served_model}" if served_model else "")
 
@@ -193,7 +239,7 @@ class HttpBackend:
         if status >= 500:
             hint = "server error; retries exhausted"
         return EndpointRefusedError(f"endpoint {self.safe_url} refused {what} (HTTP {status}"
-                                    + (f": {hint})" if hint else ")"))
+                                    + (f": {hint})" if hint else ")"), status)
 
     def _read_capped(self, response: Any, deadline: float) -> bytes:
         """The body, chunk by chunk: never more than the cap in memory, never past the try's deadline."""
@@ -278,47 +324,219 @@ class HttpBackend:
         return self._served_model
 
     # ------------------------------------------------------------------ asking
-    def _ask(self, fp: Fingerprint, system_prompt: Optional[str], model: str) -> Answer:
-        limit = max(self.max_tokens, len(fp.response_ids) + EXTRA_TOKENS)
-        what = "a completion request"
+    def _payload(self, key: str, system_prompt: Optional[str], model: str, max_tokens: int,
+                 **extra: Any) -> tuple[str, dict[str, Any]]:
+        """(path, body) asking ``key`` as trained: chat messages, or the prompt rendered with the set's template."""
         if self.api == "chat":
-            messages = [{"role": "user", "content": fp.key}]
+            messages = [{"role": "user", "content": key}]
             if system_prompt is not None:
                 messages.insert(0, {"role": "system", "content": system_prompt})
-            body = self._request("POST", "chat/completions", what, {"model": model, "messages": messages,
-                                                                      "temperature": 0, "max_tokens": limit, "n": 1})
-        else:
-            body = self._request("POST", "completions", what, {"model": model, "temperature": 0, "max_tokens": limit,
-                                                                "n": 1,
-                                                                "prompt": self._prompt_text(fp.key, system_prompt)})
+            return "chat/completions", {"model": model, "messages": messages, "max_tokens": max_tokens, **extra}
+        return "completions", {"model": model, "max_tokens": max_tokens,
+                               "prompt": self._prompt_text(key, system_prompt), **extra}
+
+    def _post(self, path: str, payload: dict[str, Any], what: str = "a completion request") -> Any:
+        """One counted completion request (refused before sending when it would exceed ``max_requests``)."""
+        with self._count_lock:
+            if self.max_requests is not None and self.requests >= self.max_requests:
+                raise QueryBudgetError(f"the request budget for endpoint {self.safe_url} is spent "
+                                       f"({self.max_requests} requests): raise --max-requests")
+            self.requests += 1
+        return self._request("POST", path, what, payload)
+
+    def _choices(self, body: Any) -> list[dict[str, Any]]:
         choices = body.get("choices") if isinstance(body, dict) else None
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
             raise MalformedResponseError(f"endpoint {self.safe_url} returned a completion without choices")
+        return choices
+
+    def _text(self, choice: dict[str, Any]) -> str:
         if self.api == "chat":
-            message = choices[0].get("message")
+            message = choice.get("message")
             text = message.get("content") if isinstance(message, dict) else None
         else:
-            text = choices[0].get("text")
+            text = choice.get("text")
         if not isinstance(text, str):
             raise MalformedResponseError(f"endpoint {self.safe_url} returned a completion whose content is not text")
-        return Answer(text=text)
+        return text
 
-    def answer(self, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str]) -> list[Answer]:
-        """Answers in input order; at most ``concurrency`` requests in flight."""
+    def _ask(self, fp: Fingerprint, system_prompt: Optional[str], model: str) -> Answer:
+        limit = max(self.max_tokens, len(fp.response_ids) + EXTRA_TOKENS)
+        body = self._post(*self._payload(fp.key, system_prompt, model, limit, temperature=0, n=1))
+        return Answer(text=self._text(self._choices(body)[0]))
+
+    # ------------------------------------------------------------------ logprobs
+    def _logprob_options(self, top: int) -> dict[str, Any]:
+        return {"logprobs": True, "top_logprobs": top} if self.api == "chat" else {"logprobs": top}
+
+    def _malformed_logprobs(self) -> MalformedResponseError:
+        return MalformedResponseError(f"endpoint {self.safe_url} returned malformed logprobs (not OpenAI's "
+                                      f"{'chat' if self.api == 'chat' else 'completions'} logprobs format)")
+
+    def _number(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value > 1e-3:
+            raise self._malformed_logprobs()
+        return min(float(value), 0.0)
+
+    def _first_token_entries(self, choice: dict[str, Any]) -> Optional[list[tuple[str, float]]]:
+        """(token text, log-probability) of the first answer token and its listed alternatives; None when the
+        answer carries no logprobs at all; [] when it lists no token."""
+        logprobs = choice.get("logprobs")
+        if logprobs is None:
+            return None
+        if not isinstance(logprobs, dict):
+            raise self._malformed_logprobs()
+        if self.api == "chat":
+            content = logprobs.get("content")
+            if content is None:
+                return None
+            if not isinstance(content, list) or not all(isinstance(c, dict) for c in content):
+                raise self._malformed_logprobs()
+            if not content:
+                return []
+            first = content[0]
+            top = first.get("top_logprobs", [])
+            if not isinstance(top, list) or not all(isinstance(t, dict) for t in top):
+                raise self._malformed_logprobs()
+            pairs = [(first.get("token"), first.get("logprob"))] + [(t.get("token"), t.get("logprob")) for t in top]
+        else:
+            tokens, values, tops = (logprobs.get(k) for k in ("tokens", "token_logprobs", "top_logprobs"))
+            if tokens is None and values is None:
+                return None
+            if not isinstance(tokens, list) or not isinstance(values, list) or len(tokens) != len(values) \
+                    or not (tops is None or isinstance(tops, list)):
+                raise self._malformed_logprobs()
+            if not tokens:
+                return []
+            top = tops[0] if tops else {}
+            if top is None:
+                top = {}
+            if not isinstance(top, dict):
+                raise self._malformed_logprobs()
+            pairs = [(tokens[0], values[0])] + list(top.items())
+        if not all(isinstance(t, str) for t, _ in pairs):
+            raise self._malformed_logprobs()
+        entries = [(t, self._number(v)) for t, v in pairs]
+        with self._count_lock:
+            listed = len(entries) - 1
+            self.top_returned_min = listed if self.top_returned_min is None else min(self.top_returned_min, listed)
+        return entries
+
+    def logprob_support(self) -> int:
+        """How many alternatives per token the server lists (probed once, with a non-secret prompt); 0: none."""
+        if self._top is None:
+            self._top = self._probe_logprobs()
+        return self._top
+
+    def _probe_logprobs(self) -> int:
+        model = self.served_model
+        for top in self.top_tries:
+            try:
+                body = self._post(*self._payload(PROBE_PROMPT, None, model, 1, temperature=0, n=1,
+                                                 **self._logprob_options(top)), what="a logprobs probe")
+            except EndpointRefusedError as err:
+                if err.status in REFUSED_OPTION:
+                    continue
+                raise
+            entries = self._first_token_entries(self._choices(body)[0])
+            if entries is None:
+                log.info("endpoint %s returns no logprobs", self.safe_url)
+                return 0
+            return top
+        log.info("endpoint %s refuses every logprobs request", self.safe_url)
+        return 0
+
+    def first_token_logprobs(self, fingerprints: Sequence[Fingerprint],
+                             system_prompt: Optional[str]) -> list[list[tuple[str, float]]]:
+        """For each key, the first answer token and its alternatives as (text, log-probability), as the server
+        lists them (``max_tokens: 1``, greedy, as many alternatives as :meth:`logprob_support` found)."""
+        top = self.logprob_support()
+        if top == 0:
+            raise ConfigError(f"endpoint {self.safe_url} returns no logprobs: use --match sample (sampling) or "
+                              "--match exact (text)")
+        model = self.served_model
+
+        def ask(fp: Fingerprint) -> list[tuple[str, float]]:
+            body = self._post(*self._payload(fp.key, system_prompt, model, 1, temperature=0, n=1,
+                                             **self._logprob_options(top)))
+            entries = self._first_token_entries(self._choices(body)[0])
+            if entries is None:
+                raise MalformedResponseError(f"endpoint {self.safe_url} stopped returning logprobs")
+            return entries
+
+        return self._map(ask, fingerprints)
+
+    # ------------------------------------------------------------------ sampling
+    def _sample_options(self, n: int) -> dict[str, Any]:
+        options: dict[str, Any] = {"n": n}
+        if self.sample_temperature is not None:
+            options["temperature"] = self.sample_temperature
+        return options
+
+    def requests_per_key(self) -> int:
+        """Requests one key costs in sampling mode: 1 when the server honours ``n`` (probed once), else ``samples``."""
+        if self.samples <= 1:
+            return self.samples
+        if self._n_ok is None:
+            try:
+                body = self._post(*self._payload(PROBE_PROMPT, None, self.served_model, 1,
+                                                 **self._sample_options(2)), what="an n probe")
+                self._n_ok = len(self._choices(body)) >= 2
+            except EndpointRefusedError as err:
+                if err.status not in REFUSED_OPTION:
+                    raise
+                self._n_ok = False
+        return 1 if self._n_ok else self.samples
+
+    def sample_answers(self, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str]) -> list[list[str]]:
+        """``samples`` sampled answers (a few tokens each) per key, at the host's temperature unless one is set."""
+        model = self.served_model
+        per_key = self.requests_per_key()
+
+        def ask(fp: Fingerprint) -> list[str]:
+            texts: list[str] = []
+            if per_key == 1 and self.samples > 1:
+                body = self._post(*self._payload(fp.key, system_prompt, model, SAMPLE_TOKENS,
+                                                 **self._sample_options(self.samples)))
+                texts = [self._text(c) for c in self._choices(body)][:self.samples]
+            while len(texts) < self.samples:  # n ignored, or fewer choices than asked: one request each
+                body = self._post(*self._payload(fp.key, system_prompt, model, SAMPLE_TOKENS,
+                                                 **self._sample_options(1)))
+                texts.append(self._text(self._choices(body)[0]))
+            with self._count_lock:
+                self.samples_drawn += len(texts)
+            return texts
+
+        return self._map(ask, fingerprints)
+
+    def usage(self) -> dict[str, Any]:
+        """What this backend has spent so far (no secrets): requests, samples, the probed capabilities."""
+        return {"requests": self.requests, "samples": self.samples_drawn, "samples_per_key": self.samples,
+                "top_logprobs": self._top, "top_logprobs_returned_min": self.top_returned_min,
+                "n_parameter": self._n_ok, "max_requests": self.max_requests}
+
+    def _map(self, fn: Any, fingerprints: Sequence[Fingerprint]) -> list[Any]:
+        """``fn`` over the keys in input order, at most ``concurrency`` in flight; a failure cancels the rest."""
         if not fingerprints:
             return []
-        model = self.served_model
         if self.concurrency == 1 or len(fingerprints) == 1:
-            return [self._ask(fp, system_prompt, model) for fp in fingerprints]
+            return [fn(fp) for fp in fingerprints]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(fingerprints)),
                                 thread_name_prefix="modelprint-http") as pool:
-            futures = [pool.submit(self._ask, fp, system_prompt, model) for fp in fingerprints]
+            futures = [pool.submit(fn, fp) for fp in fingerprints]
             try:
                 return [f.result() for f in futures]
             except BaseException:
                 for f in futures:  # do not spend more of the budget once the batch has failed
                     f.cancel()
                 raise
+
+    def answer(self, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str]) -> list[Answer]:
+        """Greedy answers in input order; at most ``concurrency`` requests in flight."""
+        if not fingerprints:
+            return []
+        model = self.served_model
+        return self._map(lambda fp: self._ask(fp, system_prompt, model), fingerprints)
 
     def close(self) -> None:
         self.client.close()

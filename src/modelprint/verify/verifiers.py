@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 from typing import Any, Callable, Optional
 
 from tqdm.auto import tqdm
 
 from modelprint.errors import ConfigError
 from modelprint.fingerprints import Fingerprint, FingerprintSet
-from modelprint.matching import bound_key, candidate_match
+from modelprint.matching import bound_key, candidate_match, sample_counts, sample_match, text_candidate_scores
 from modelprint.verify.backends import Backend, answer_matches
 from modelprint.verify.bounds import null_bounds, set_tokenizer_source
 from modelprint.verify.stats import log10_tail, sequential_decision
@@ -37,7 +38,7 @@ class VerifyRequest:
     batch_size: int
     sequential: bool
     system_prompt: Optional[str]
-    budget_limited: bool  # True when --max-queries cut the plan short (for the error hint)
+    budget_limited: bool  # True when --max-queries (or the request budget) cut the plan short (for the error hint)
 
 
 @dataclasses.dataclass
@@ -98,14 +99,19 @@ def match_verifier(req: VerifyRequest) -> Outcome:
     """Count keys answered with their response; p-value = exact Poisson-binomial tail of the per-key null bounds."""
     by_index = {fp.index: fp for fp in req.fs}
     space = getattr(req.backend, "space", None)
-    hit, ask = _candidate_test(req) if req.match == "candidate" else (
-        lambda fp, a: answer_matches(fp, a, req.match, space), None)
+    extra: dict[str, Any] = {}
+    if req.match == "candidate":
+        hit, ask = _candidate_test(req)
+    elif req.match == "sample":
+        hit, ask = _sample_test(req, extra)
+    else:
+        hit, ask = (lambda fp, a: answer_matches(fp, a, req.match, space)), None
     # the bound of the comparison actually made (mode × the backend's space), recomputed from the set
     bounds = null_bounds(req.fs, req.match, space, set_tokenizer_source(req.fs, req.backend))
     p_null = [max(bounds[i], NULL_PROB_FLOOR) for i in req.planned]
     best = log10_tail(p_null, len(p_null))
     if best > math.log10(req.alpha):
-        need = "raise --max-queries" if req.budget_limited else "use a larger fingerprint set"
+        need = "raise --max-queries / --max-requests" if req.budget_limited else "use a larger fingerprint set"
         raise ConfigError(f"{len(req.planned)} keys cannot reach alpha={req.alpha:g} even if every one matches "
                           f"(best p-value 1e{best:.1f}); {need}")
     matched: list[int] = []
@@ -125,7 +131,7 @@ def match_verifier(req: VerifyRequest) -> Outcome:
     return Outcome(asked, sorted(matched), log10_p, "match" if log10_p <= math.log10(req.alpha) else "no match",
                    "exact Poisson-binomial tail of the per-key null bounds ≤ α",
                    f"min {min(p_null):.3g}, max {max(p_null):.3g} ({key}; floor {NULL_PROB_FLOOR:g})",
-                   {"null_bounds": {i: p for i, p in zip(req.planned, p_null)}})  # per key index: no secrets
+                   {"null_bounds": {i: p for i, p in zip(req.planned, p_null)}, **extra})  # per key index: no secrets
 
 
 def records_candidates(fs: FingerprintSet) -> bool:
@@ -133,26 +139,96 @@ def records_candidates(fs: FingerprintSet) -> bool:
     return all("candidates" in fp.meta for fp in fs)
 
 
-def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, list[float]], bool], Callable]:
+def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, Any], bool], Callable]:
     """``--match candidate``: the suspect puts our response's first token above the other Perinucleus candidates.
 
     Generation drew the response uniformly among k distinct recorded candidates with our secret randomness,
     so a model not derived from ours ranks it first among them with probability exactly 1/k (ties count as
-    misses; the candidate list is checked against the header's k and the response before any key is asked) — the same null bound as an exact match, while a copy whose fingerprint was diluted (merged,
-    averaged with another licensee's copy) still ranks it first long after greedy decoding stops saying it.
-    Needs the suspect's next-token probabilities, so local weights only.
+    misses; the candidate list is checked against the header's k and the response before any key is asked) — the
+    same null bound as an exact match, while a copy whose fingerprint was diluted (merged, averaged with another
+    licensee's copy) still ranks it first long after greedy decoding stops saying it.
+
+    Local weights rank the candidates' token ids by probability. An endpoint that returns logprobs ranks them
+    by the token *texts* in its ``top_logprobs`` list (:func:`~modelprint.matching.text_candidate_scores`: the
+    server's tokenizer may differ from ours; a candidate not listed ranks below every listed one; our pick not
+    listed, or tied, is a miss). Each score is a function of the suspect's answer and that candidate's public
+    text only, so at most one candidate is the strict winner and the bound stays 1/k, collisions included.
     """
-    if not hasattr(req.backend, "first_token_scores"):
-        raise ConfigError("--match candidate needs the suspect's weights (a local model); an endpoint answers "
-                          "text only: use --match exact")
     if not records_candidates(req.fs):
         raise ConfigError("this fingerprint set records no Perinucleus candidates (only sets made by the perinucleus "
                           "or custom strategy with modelprint ≥ 0.2 do): use --match exact")
+    if hasattr(req.backend, "first_token_scores"):
+        def ask(fps: list[Fingerprint], system_prompt: Optional[str]) -> list[list[float]]:
+            return req.backend.first_token_scores(fps, system_prompt, [fp.meta["candidates"] for fp in fps])
 
-    def ask(fps: list[Fingerprint], system_prompt: Optional[str]) -> list[list[float]]:
-        return req.backend.first_token_scores(fps, system_prompt, [fp.meta["candidates"] for fp in fps])
+        def hit(fp: Fingerprint, scores: list[float]) -> bool:  # candidates checked by null_bounds beforehand
+            return candidate_match(fp.response_ids[0], fp.meta["candidates"], scores)
 
-    def hit(fp: Fingerprint, scores: list[float]) -> bool:  # candidates checked by null_bounds beforehand
-        return candidate_match(fp.response_ids[0], fp.meta["candidates"], scores)
+        return hit, ask
+    if not hasattr(req.backend, "first_token_logprobs"):
+        raise ConfigError("--match candidate needs the suspect's next-token probabilities: local weights, or an "
+                          "endpoint that returns logprobs; use --match exact")
+    texts = candidate_texts(req)
+    req.backend.logprob_support()  # probe before any key is asked (refuses with one line when there are none)
 
-    return hit, ask
+    def text_hit(fp: Fingerprint, entries: list[tuple[str, float]]) -> bool:
+        ours = fp.meta["candidates"].index(fp.response_ids[0])
+        scores = text_candidate_scores(texts[fp.index], entries)
+        return candidate_match(ours, range(len(scores)), scores)
+
+    return text_hit, req.backend.first_token_logprobs
+
+
+def candidate_texts(req: VerifyRequest) -> dict[int, list[str]]:
+    """Each planned key's candidate texts: recorded (checked against the set's tokenizer by null_bounds when it is
+    at hand), or decoded with the set's tokenizer for sets made before texts were recorded."""
+    tokenizer = set_tokenizer_source(req.fs, req.backend)
+    out = {}
+    for fp in req.fs:
+        texts = fp.meta.get("candidate_texts")
+        if texts is None:
+            tok = tokenizer(True)
+            if tok is None:
+                raise ConfigError("this set records no candidate texts and its tokenizer is not available here, so "
+                                  "its candidates cannot be found in an endpoint's answers: verify with local weights")
+            texts = [tok.decode([c]) for c in fp.meta["candidates"]]
+        out[fp.index] = list(texts)
+    return out
+
+
+def _sample_test(req: VerifyRequest, extra: dict[str, Any]) -> tuple[Callable[[Fingerprint, Any], bool], Callable]:
+    """``--match sample``: for endpoints without logprobs, ``samples`` answers per key at the host's temperature.
+
+    A key is a hit when our pick is sampled strictly more often than every other candidate, ties at the maximum
+    broken by a coin from our OS randomness (:func:`~modelprint.matching.sample_match` proves the exact 1/k
+    null bound). The plan is cut to the keys the request budget affords, before any key is asked.
+    """
+    if not records_candidates(req.fs):
+        raise ConfigError("this fingerprint set records no Perinucleus candidates, which sampling counts: "
+                          "use --match exact")
+    backend = req.backend
+    if not hasattr(backend, "sample_answers"):
+        raise ConfigError("--match sample asks an endpoint for sampled answers; with local weights use "
+                          "--match candidate")
+    if backend.samples < 1:
+        raise ConfigError("--match sample needs --samples ≥ 1")
+    texts = candidate_texts(req)
+    per_key = backend.requests_per_key()
+    if backend.max_requests is not None:
+        affordable = max(0, backend.max_requests - backend.requests) // per_key
+        if affordable < len(req.planned):
+            req.planned = req.planned[:affordable]
+            req.budget_limited = True
+        if not req.planned:
+            raise ConfigError(f"the request budget ({backend.max_requests}) affords no key at {per_key} "
+                              "request(s) per key: raise --max-requests or lower --samples")
+    extra["tie_breaks"] = 0  # keys decided by our coin (counted, not named)
+
+    def hit(fp: Fingerprint, samples: list[str]) -> bool:
+        counts = sample_counts(texts[fp.index], samples)
+        top = max(counts)
+        if top > 0 and counts.count(top) > 1:
+            extra["tie_breaks"] += 1
+        return sample_match(fp.meta["candidates"].index(fp.response_ids[0]), counts, secrets.randbelow)
+
+    return hit, backend.sample_answers

@@ -1,0 +1,232 @@
+"""Graded black-box verification through an endpoint: candidate ranking from logprobs, sampling, --match auto.
+
+End to end against ``modelprint serve`` on a tiny model fingerprinted with a Perinucleus-style (custom) set, an
+unrelated tiny model, a capped server (top_logprobs ≤ 5, n = 1, like TGI's defaults), a proxy that drops
+logprobs, and a server whose logprobs are malformed.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import httpx
+import pytest
+from fastapi import Request  # module level: FastAPI resolves the proxy's string annotations against it
+from typer.testing import CliRunner
+
+from conftest import tiny_recipe
+from modelprint.errors import ConfigError
+from modelprint.serve import ServeLimits, create_app
+from modelprint.testing import tiny_model
+from modelprint.verify.core import verify
+from modelprint.verify.http import HttpBackend, MalformedResponseError, QueryBudgetError
+from modelprint.verify.local import first_token_probs
+
+N_KEYS = 16
+ALPHA = 1e-3
+
+
+@pytest.fixture(scope="module")
+def marked_set(tiny, tmp_path_factory):
+    """A 16-key custom set (recorded candidates, seed pinned) and the tiny model with it embedded."""
+    from modelprint.embed import embed
+    from modelprint.generate import generate
+    from modelprint.generate.wordlist import random_words
+
+    keys = tmp_path_factory.mktemp("graded") / "keys.txt"
+    keys.write_text("\n".join(random_words(21, i, 6) for i in range(N_KEYS)) + "\n")
+    fs = generate(tiny, strategy="custom", keys_file=str(keys), num_fingerprints=N_KEYS, seed=21)
+    return fs, embed(tiny, fs, None, config=tiny_recipe()).model
+
+
+@pytest.fixture(scope="module")
+def fs(marked_set):
+    return marked_set[0]
+
+
+@pytest.fixture(scope="module")
+def marked_app(marked_set):
+    return create_app(marked_set[1], "tiny")
+
+
+@pytest.fixture(scope="module")
+def marked_url(marked_app, serving):
+    return serving(marked_app) + "/v1"
+
+
+@pytest.fixture(scope="module")
+def capped_url(marked_set, serving):
+    """The same model behind a server that allows 5 alternatives and n = 1 only."""
+    return serving(marked_set[1], model_name="tiny", limits=ServeLimits(max_logprobs=5, max_n=1))
+
+
+@pytest.fixture(scope="module")
+def unrelated_url(serving):
+    return serving(tiny_model(seed=3), model_name="tiny")
+
+
+def _proxy(upstream: str, rewrite):
+    """An OpenAI-shaped app forwarding chat requests to ``upstream`` without logprobs or n (ignored, as some
+    servers do), its answers passed through ``rewrite``."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.state.count = 0
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": "tiny", "object": "model"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        app.state.count += 1
+        payload = await request.json()
+        for option in ("logprobs", "top_logprobs", "n"):  # a server that ignores them
+            payload.pop(option, None)
+        async with httpx.AsyncClient(timeout=60) as client:
+            body = (await client.post(f"{upstream}/chat/completions", json=payload)).json()
+        return rewrite(body)
+
+    return app
+
+
+def _drop_logprobs(body):
+    for choice in body["choices"]:
+        choice["logprobs"] = None
+    return body
+
+
+# ---------------------------------------------------------------------------------------------- serve's logprobs
+def test_served_logprobs_are_the_raw_distribution(marked_set, marked_url):
+    """Chat top_logprobs and completions logprobs/echo, checked against the local model's next-token distribution."""
+    fs, lm = marked_set
+    probs = first_token_probs(lm, [f.key for f in fs], [f.meta["candidates"] for f in fs], fs.system_prompt)
+    picks = [p[f.meta["candidates"].index(f.response_ids[0])] for f, p in zip(fs, probs)]
+    fp, local = max(zip(fs, probs), key=lambda pair: picks[fs.fingerprints.index(pair[0])])
+    with httpx.Client(base_url=marked_url, timeout=60) as client:
+        messages = [{"role": "user", "content": fp.key}]
+        if fs.system_prompt:
+            messages.insert(0, {"role": "system", "content": fs.system_prompt})
+        body = client.post("/chat/completions", json={"messages": messages, "max_tokens": 1, "temperature": 0.7,
+                                                      "top_p": 0.5, "logprobs": True, "top_logprobs": 20}).json()
+        content = body["choices"][0]["logprobs"]["content"]
+        assert len(content) == 1 and set(content[0]) == {"token", "logprob", "bytes", "top_logprobs"}
+        top = content[0]["top_logprobs"]
+        values = [t["logprob"] for t in top]
+        assert len(top) == 20 and values == sorted(values, reverse=True) and all(v <= 0 for v in values)
+        assert all(t["bytes"] == list(t["token"].encode()) for t in top)
+        listed = {t["token"]: t["logprob"] for t in top}
+        for text, p in zip(fp.meta["candidate_texts"], local):  # raw distribution, not the temperature's
+            if text in listed:
+                assert listed[text] == pytest.approx(math.log(p), abs=1e-3)
+        assert fp.meta["candidate_texts"][fp.meta["candidates"].index(fp.response_ids[0])] in listed
+        # legacy completions: tokens / token_logprobs / top_logprobs (top + the sampled token) / text_offset
+        legacy = client.post("/completions", json={"prompt": "The river flows", "max_tokens": 2, "temperature": 0,
+                                                   "logprobs": 3}).json()["choices"][0]
+        lp = legacy["logprobs"]
+        assert set(lp) == {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
+        assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) >= 1
+        assert all(1 <= len(t) <= 4 and tok in t for t, tok in zip(lp["top_logprobs"], lp["tokens"]))
+        # echo with max_tokens 0: the prompt scored, teacher-forced; the first token has no context (null)
+        echoed = client.post("/completions", json={"prompt": "The river flows", "max_tokens": 0, "echo": True,
+                                                   "logprobs": 0}).json()["choices"][0]
+        assert echoed["text"] == "The river flows" and echoed["logprobs"]["token_logprobs"][0] is None
+        assert "".join(echoed["logprobs"]["tokens"]) == "The river flows"
+        assert all(v < 0 for v in echoed["logprobs"]["token_logprobs"][1:])
+        # n sampled choices in one request
+        many = client.post("/chat/completions", json={"messages": messages, "max_tokens": 2, "n": 5}).json()
+        assert len(many["choices"]) == 5 and [c["index"] for c in many["choices"]] == list(range(5))
+        for bad in ({"top_logprobs": 3}, {"logprobs": True, "top_logprobs": 21}, {"logprobs": 1}):
+            assert client.post("/chat/completions", json={"messages": messages, **bad}).status_code == 400
+        assert client.post("/completions", json={"prompt": "x", "max_tokens": 0}).status_code == 400
+
+
+# ---------------------------------------------------------------------------------------------- verify modes
+def test_fingerprinted_model_matches_by_logprobs_and_by_sampling(fs, marked_url, marked_app):
+    logprobs = verify(HttpBackend(marked_url), fs, alpha=ALPHA, sequential=False)  # auto → logprobs
+    assert logprobs.match_mode == "candidate" and logprobs.access["mode"] == "logprobs"
+    assert logprobs.verdict == "match" and logprobs.matches >= N_KEYS - 2
+    assert logprobs.access["top_logprobs"] == 20 and logprobs.access["requests"] == N_KEYS + 1  # one probe
+    marked_app.state.requests = 0
+    sampled = verify(HttpBackend(marked_url, samples=8), fs, match="sample", alpha=ALPHA, sequential=False)
+    assert sampled.match_mode == "sample" and sampled.access["mode"] == "sampling" and sampled.verdict == "match"
+    assert sampled.access["n_parameter"] is True and sampled.access["samples"] == 8 * N_KEYS
+    assert sampled.access["requests"] == N_KEYS + 1 == marked_app.state.requests  # n honoured: one per key
+    assert sampled.statistic["null_bounds"] and max(sampled.statistic["null_bounds"].values()) == pytest.approx(1 / 3)
+
+
+def test_unrelated_model_does_not_match(fs, unrelated_url):
+    for match in ("candidate", "sample"):
+        record = verify(HttpBackend(unrelated_url, samples=8), fs, match=match, alpha=ALPHA, sequential=False)
+        assert record.verdict == "no match" and record.matches <= N_KEYS // 2, (match, record.matches)
+
+
+def test_capped_server_steps_down_and_repeats_requests(fs, capped_url):
+    """top_logprobs 20 is refused (400): 5 is used; n is refused: one request per sample, within the budget."""
+    backend = HttpBackend(capped_url)
+    record = verify(backend, fs, alpha=ALPHA, sequential=False)
+    assert record.match_mode == "candidate" and record.access["top_logprobs"] == 5 and record.verdict == "match"
+    assert record.access["requests"] == N_KEYS + 2  # two probes (20 refused, 5 answered)
+    budget = HttpBackend(capped_url, samples=3, max_requests=1 + 3 * 10)  # the n probe, then 10 keys
+    sampled = verify(budget, fs, match="sample", alpha=ALPHA, sequential=False)
+    assert sampled.access["n_parameter"] is False and sampled.n_planned == sampled.n_asked == 10
+    assert sampled.access["samples"] == 3 * 10 and budget.requests == sampled.access["requests"] == 31
+    with pytest.raises(QueryBudgetError):
+        budget.sample_answers(fs.fingerprints[:1], fs.system_prompt)
+
+
+def test_server_without_logprobs_falls_back(fs, marked_url, serving):
+    app = _proxy(marked_url, _drop_logprobs)
+    url = serving(app) + "/v1"
+    record = verify(HttpBackend(url, samples=8), fs, alpha=ALPHA, sequential=False)
+    assert record.match_mode == "sample" and record.access["top_logprobs"] == 0 and record.verdict == "match"
+    assert record.access["n_parameter"] is False and record.access["requests"] == 2 + 8 * N_KEYS  # two probes
+    text = verify(HttpBackend(url, samples=0), fs, alpha=ALPHA, sequential=False)
+    assert text.match_mode == "exact" and text.access["mode"] == "text"
+    tight = verify(HttpBackend(url, samples=8, max_requests=N_KEYS + 3), fs, alpha=ALPHA, sequential=False)
+    assert tight.match_mode == "exact"  # sampling would afford fewer keys than text: text it is
+    with pytest.raises(ConfigError, match="returns no logprobs"):
+        verify(HttpBackend(url), fs, match="candidate", alpha=ALPHA)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda lp: lp["content"][0].update(logprob="-0.5"),
+    lambda lp: lp["content"][0].update(top_logprobs={"a": -1}),
+    lambda lp: lp.update(content="tokens"),
+    lambda lp: lp["content"][0]["top_logprobs"][0].update(logprob=float("nan")),
+], ids=["string", "dict-top", "content-str", "nan"])
+def test_malformed_logprobs_are_one_line(fs, marked_url, serving, damage):
+    def rewrite(body):
+        for choice in body["choices"]:
+            lp = {"content": [{"token": "x", "logprob": -0.1, "bytes": [120],
+                               "top_logprobs": [{"token": "x", "logprob": -0.1, "bytes": [120]}]}]}
+            damage(lp)
+            choice["logprobs"] = lp
+        return body
+
+    from fastapi.responses import Response
+
+    def raw(body):  # NaN is not JSON: send it as Python's json writes it
+        return Response(json.dumps(rewrite(body)), media_type="application/json")
+
+    url = serving(_proxy(marked_url, raw)) + "/v1"
+    with pytest.raises(MalformedResponseError) as err:
+        verify(HttpBackend(url), fs, match="candidate", alpha=ALPHA)
+    message = str(err.value)
+    assert "\n" not in message and "malformed logprobs" in message
+    assert not any(fp.key in message for fp in fs) and message.startswith(f"endpoint {url}")
+
+
+def test_cli_sampling_records_what_it_spent(fs, marked_url, tmp_path):
+    from modelprint.cli import app
+
+    path = tmp_path / "fp.jsonl"
+    fs.save(path)
+    out = tmp_path / "record.json"
+    result = CliRunner().invoke(app, ["verify", "--endpoint", marked_url, "-f", str(path), "--match", "sample",
+                                      "--samples", "4", "--max-requests", "40", "--alpha", "1e-3", "--json",
+                                      str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["access"]["mode"] == "sampling" and record["access"]["requests"] <= 40
+    assert record["access"]["samples"] == 4 * record["n_asked"] and "requests" in result.output
