@@ -230,3 +230,41 @@ def test_cli_sampling_records_what_it_spent(fs, marked_url, tmp_path):
     record = json.loads(out.read_text())
     assert record["access"]["mode"] == "sampling" and record["access"]["requests"] <= 40
     assert record["access"]["samples"] == 4 * record["n_asked"] and "requests" in result.output
+
+
+def test_a_host_that_suppresses_tokens_edits_its_logprobs_too(marked_set, serving):
+    """Served through a decoding attack, the returned top_logprobs are the host's edited distribution: top-1
+    suppression removes the fingerprinted pick from the list exactly as it removes it from the text."""
+    from modelprint.stress.registry import StressContext, get_stress
+
+    fs, marked = marked_set
+    ctx = StressContext.from_set(marked, None, fs, fast=True)
+    attacked = get_stress("suppress-topk").run(ctx).model
+    raw = verify(HttpBackend(serving(marked, model_name="tiny")), fs, alpha=ALPHA, match="candidate")
+    edited_backend = HttpBackend(serving(attacked, model_name="tiny"))
+    lists = edited_backend.first_token_logprobs(list(fs)[:4], fs.system_prompt)
+    plain = HttpBackend(serving(marked, model_name="tiny")).first_token_logprobs(list(fs)[:4], fs.system_prompt)
+    for edited, before in zip(lists, plain):
+        assert before[0][0] not in [t for t, lp in edited if lp > -1e3]  # the raw top token is gone
+    edited = verify(edited_backend, fs, alpha=ALPHA, match="candidate")
+    assert raw.verdict == "match" and edited.matches < raw.matches
+
+
+def test_stress_verifies_each_row_through_every_access_mode(marked_set):
+    from modelprint.stress import stress
+
+    fs, marked = marked_set
+    rep = stress(marked, fs, suite="detect-topk", tasks={"perplexity": 2}, progress=False, fast=True,
+                 access=("weights", "text", "logprobs", "sampling"))
+    assert rep.data["access"] == ["weights", "text", "logprobs", "sampling"]
+    for row in rep.rows:
+        assert set(row["access"]) == {"weights", "text", "logprobs", "sampling"}
+        assert row["verification"] is row["access"]["weights"]
+    base = rep.rows[0]["access"]
+    assert base["logprobs"]["spent"]["mode"] == "logprobs" and base["sampling"]["spent"]["mode"] == "sampling"
+    assert base["text"]["verdict"] == base["logprobs"]["verdict"] == "match"
+    from modelprint.stress.report import format_table, render_html
+
+    assert "logprobs" in format_table(rep.data).splitlines()[0] and "via sampling" in render_html(rep.data)
+    with pytest.raises(Exception, match="access must be"):
+        stress(marked, fs, suite="detect-topk", access=("weights", "telepathy"))

@@ -93,6 +93,34 @@ class DecodingModel(torch.nn.Module):
         return out
 
 
+    @torch.inference_mode()
+    def host_logits(self, ids: Sequence[int], start: int, logits: torch.Tensor) -> torch.Tensor:
+        """The logits this host reports for the answer ``ids[start:]`` after the prompt ``ids[:start]`` (row j
+        predicts ``ids[start + j]``): ``logits`` edited
+        by the same processors, at the same generated steps, as :meth:`generate` applies them.
+
+        A host that edits its answers edits the log-probabilities it returns too (the consistent, stronger
+        adversary): a suppressed token is as absent from ``top_logprobs`` as from the text. A query its input
+        filter flags reports its refusal as certain.
+        """
+        prompt = torch.tensor([list(ids[:start])], dtype=torch.long, device=logits.device)
+        if self.input_filter is not None and self.input_filter.flag([list(ids[:start])])[0]:
+            refusal = self.input_filter.refusal_ids
+            out = torch.full_like(logits, float("-inf"))
+            for j in range(logits.shape[0]):
+                out[j, refusal[j] if j < len(refusal) else int(ids[start + j])] = 0.0
+            return out
+        procs = [make(self.inner, prompt, torch.ones_like(prompt)) for make in self.processors]
+        rows = []
+        for j in range(logits.shape[0]):
+            prefix = torch.tensor([list(ids[:start + j])], dtype=torch.long, device=logits.device)
+            row = logits[j:j + 1].clone()
+            for proc in procs:
+                row = proc(prefix, row)
+            rows.append(row)
+        return torch.cat(rows) if rows else logits
+
+
 def wrap_decoding(lm: LoadedModel, label: str, **kwargs: Any) -> LoadedModel:
     """``lm`` served through a :class:`DecodingModel` (weights shared, not copied)."""
     return dataclasses.replace(lm, model=DecodingModel(lm.model, **kwargs), source=f"{lm.source}+{label}")

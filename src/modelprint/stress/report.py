@@ -166,7 +166,9 @@ def plot_utility(data: dict[str, Any], path: Path) -> None:
 def render_html(data: dict[str, Any]) -> str:
     tasks = list(data["tasks"])
     e = html.escape
+    extra = extra_access(data)
     head = ["stress / attack", "kind", "status", "verif. rate", "ASR", "verdict", "log10 p", "utility mean [CI]"]
+    head += [f"via {a}" for a in extra]
     head += [f"{t}" for t in tasks] + ["utility scope", "notes", "s"]
     lines = ["<!doctype html><html><head><meta charset='utf-8'><title>modelprint stress report</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
@@ -175,7 +177,8 @@ def render_html(data: dict[str, Any]) -> str:
              f"<h1>modelprint stress report — suite {e(data['suite'][:80])}</h1>",
              f"<p>model {e(str(data['model']))} ({e(data['model_hash'][:19])}…), base {e(str(data['base']))}, "
              f"set {e(data['set_id'][:19])}… ({data['n_fingerprints']} fingerprints), α = {data['alpha']:g}, "
-             f"match {e(data['match_mode'])}, {data['seconds']:.0f} s.</p>",
+             f"match {e(data['match_mode'])}, access {e(', '.join(data.get('access') or ['weights']))} (the first is "
+             f"the headline), {data['seconds']:.0f} s.</p>",
              "<p>Verification rate = share of keys answered with their response (ASR = 1 − rate); verdict and "
              "p-value are verify's exact test over all keys. Normalized utility = stressed score ÷ unstressed "
              f"score per task (perplexity inverted); {e(data['normalized_ci_note'])}. Rows where the attack wins "
@@ -193,6 +196,7 @@ def render_html(data: dict[str, Any]) -> str:
         win = v["verdict"] != "match" and mean is not None and not math.isnan(mean) and mean >= ACCEPT
         cells = [r["label"], r["kind"], "ok", _f(v["rate"]), _f(v["asr"]), v["verdict"], _f(v["log10_p"], "{:.1f}"),
                  f"{_f(mean)} [{_f(um.get('ci_low'))}, {_f(um.get('ci_high'))}]"]
+        cells += [access_cell((r.get("access") or {}).get(a, {})) for a in extra]
         for t in tasks:
             u = (r.get("utility") or {}).get(t)
             if not u:
@@ -223,16 +227,31 @@ def write_report(data: dict[str, Any], out: Path, overwrite: bool = False) -> No
     (out / "report.html").write_text(render_html(data), encoding="utf-8")
 
 
+def access_cell(v: dict[str, Any]) -> str:
+    """One access mode's result in a cell: ``rate verdict`` (``✓`` match, ``✗`` no match), or why it did not apply."""
+    if "rate" not in v:
+        return "n/a"
+    return f"{_f(v['rate'])} {'✓' if v['verdict'] == 'match' else '✗'}"
+
+
+def extra_access(data: dict[str, Any]) -> list[str]:
+    """Access modes beyond the headline one (the first), which get a column each."""
+    return list(data.get("access") or [])[1:]
+
+
 def format_table(data: dict[str, Any]) -> str:
     """A plain-text summary table for the terminal."""
-    lines = [f"{'stress / attack':44} {'rate':>5} {'ASR':>5} {'verdict':>8} {'log10p':>7} {'utility':>7}"]
+    extra = extra_access(data)
+    lines = [f"{'stress / attack':44} {'rate':>5} {'ASR':>5} {'verdict':>8} {'log10p':>7} {'utility':>7}"
+             + "".join(f" {a:>9}" for a in extra)]
     for r in data["rows"]:
         if r.get("status") != "ok":
             lines.append(f"{r['label'][:44]:44} failed: {r.get('error', '')}")
             continue
         v = r["verification"]
         lines.append(f"{r['label'][:44]:44} {_f(v['rate']):>5} {_f(v['asr']):>5} {v['verdict']:>8} "
-                     f"{_f(v['log10_p'], '{:.1f}'):>7} {_f((r.get('utility_mean') or {}).get('mean')):>7}")
+                     f"{_f(v['log10_p'], '{:.1f}'):>7} {_f((r.get('utility_mean') or {}).get('mean')):>7}"
+                     + "".join(f" {access_cell((r.get('access') or {}).get(a, {})):>9}" for a in extra))
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
@@ -91,7 +91,45 @@ def _verification(backend: Any, fs: FingerprintSet, alpha: float, match: str, se
     rec = verify(backend, fs, alpha=alpha, match=match, seed=seed, sequential=False, check_tokenizer=False)
     rate = rec.matches / rec.n_asked if rec.n_asked else float("nan")
     return {"rate": rate, "asr": 1.0 - rate, "matches": rec.matches, "n": rec.n_asked, "verdict": rec.verdict,
-            "log10_p": rec.log10_p_value, "alpha": alpha, "match_mode": match}
+            "log10_p": rec.log10_p_value, "alpha": alpha, "match_mode": match, "spent": rec.access}
+
+
+#: how the owner reaches the host's model: ``weights`` (the stress's own path — the host's decoding for decoding
+#: attacks, the published weights for weight stresses with ``--match auto|candidate``), or through the host's
+#: OpenAI-compatible endpoint returning only ``text``, ``logprobs`` (top-20 first-token log-probabilities) or
+#: ``sampling`` (several sampled answers per key) — each with the match mode that access allows.
+ACCESS_MODES: dict[str, Optional[str]] = {"weights": None, "text": "exact", "logprobs": "candidate",
+                                          "sampling": "sample"}
+
+
+def _served_verification(stressed: Stressed, fs: FingerprintSet, alpha: float, access: str,
+                         seed: int) -> dict[str, Any]:
+    """Verify through ``modelprint serve`` running the host's model (its decoding changes and input filter on the
+    answers and, consistently, on the log-probabilities it returns), as an owner outside would."""
+    from modelprint.serve import serve_in_thread
+    from modelprint.verify.http import HttpBackend
+
+    if stressed.scope == SCOPE_RENDERING:
+        return {"status": "not applicable", "why": "a rendering change happens in the host's prompt path, which a "
+                                                    "served endpoint here does not reproduce"}
+    url, stop = serve_in_thread(stressed.model)
+    backend = HttpBackend(url, timeout=600.0)
+    try:
+        return _verification(backend, fs, alpha, ACCESS_MODES[access] or "exact", seed)
+    finally:
+        backend.close()
+        stop()
+
+
+def _verifications(stressed: Stressed, fs: FingerprintSet, alpha: float, match: str, seed: int,
+                   access: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for mode in access:
+        if mode == "weights":
+            out[mode] = _verification(verification_backend(stressed, match), fs, alpha, match, seed)
+        else:
+            out[mode] = _served_verification(stressed, fs, alpha, mode, seed)
+    return out
 
 
 def _normalized(stressed: TaskResult, base: TaskResult) -> tuple[float, float, float]:
@@ -138,8 +176,12 @@ def _flag_stats(model: Any) -> dict[str, int]:
 
 
 def resolve_options(suite: Union[str, SuiteSpec], tasks: Optional[dict[str, int]], match: str,
-                    alpha: float) -> SuiteSpec:
+                    alpha: float, access: Sequence[str] = ("weights",)) -> SuiteSpec:
     """Check the decision options and resolve the suite (with ``tasks`` replacing its sizes) before any work."""
+    unknown = [a for a in access if a not in ACCESS_MODES]
+    if unknown or not access or len(set(access)) != len(access):
+        raise ModelprintError(f"access must be distinct names among {', '.join(ACCESS_MODES)}, got "
+                              f"'{','.join(access)}'")
     if match not in MATCH_MODES:
         raise ModelprintError(f"unknown match mode '{match}' (known: {', '.join(MATCH_MODES)})")
     if not 0.0 < alpha < 1.0:
@@ -152,10 +194,15 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
            base: Union[str, Path, LoadedModel, None] = None, suite: Union[str, SuiteSpec] = "quick",
            out: Union[str, Path, None] = None, overwrite: bool = False, alpha: float = 1e-6, match: str = "exact",
            seed: int = 0, tasks: Optional[dict[str, int]] = None, progress: Optional[bool] = None,
-           fast: bool = False) -> StressReport:
-    """Run ``suite`` on the fingerprinted ``model``; write ``out/report.json``, ``report.html`` and plots."""
+           fast: bool = False, access: Sequence[str] = ("weights",)) -> StressReport:
+    """Run ``suite`` on the fingerprinted ``model``; write ``out/report.json``, ``report.html`` and plots.
+
+    ``access``: how the owner verifies each row (:data:`ACCESS_MODES`); the first is the row's headline
+    ``verification``, all of them are in ``row["access"]``.
+    """
     start = time.perf_counter()
-    spec = resolve_options(suite, tasks, match, alpha)
+    access = tuple(access)
+    spec = resolve_options(suite, tasks, match, alpha, access)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         if out_path.exists() and not out_path.is_dir():
@@ -175,7 +222,8 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
     n_agree = sizes.pop(AGREEMENT, 0)
     log.info("baseline: verifying and evaluating the unstressed model")
     unstressed = Stressed(marked, GenerationBackend(marked, "none"), SCOPE_WEIGHTS)
-    base_verify = _verification(verification_backend(unstressed, match), fs, alpha, match, seed)
+    base_access = _verifications(unstressed, fs, alpha, match, seed, access)
+    base_verify = base_access[access[0]]
     baseline = run_tasks(marked, list(sizes), sizes, seed, progress=progress) if sizes else {}
     reference = None
     if n_agree:
@@ -184,7 +232,7 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
         sizes[AGREEMENT] = n_agree
     ctx = StressContext.from_set(marked, base_lm, fs, seed=seed, fast=fast)
     rows = [{"label": "none", "stress": "none", "kind": "baseline", "params": {}, "status": "ok", "scope": "weights",
-             "verification": base_verify, "utility": {t: {"metric": r.metric, "score": r.score,
+             "verification": base_verify, "access": base_access, "utility": {t: {"metric": r.metric, "score": r.score,
                                                           "ci": [r.ci_low, r.ci_high], "n": r.n, "normalized": 1.0,
                                                           "normalized_ci": [1.0, 1.0], "source": "measured"}
                                                       for t, r in baseline.items()},
@@ -199,7 +247,10 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
             row["scope"] = stressed.scope
             row["scope_text"] = SCOPE_TEXT[stressed.scope]
             before = _flag_stats(stressed.model)
-            row["verification"] = _verification(verification_backend(stressed, match), fs, alpha, match, seed)
+            row["access"] = _verifications(stressed, fs, alpha, match, seed, access)
+            row["verification"] = row["access"][access[0]]
+            if "rate" not in row["verification"]:
+                raise ModelprintError(f"access '{access[0]}' does not apply to this row: {row['verification']['why']}")
             mid = _flag_stats(stressed.model)
             row["utility"], row["utility_mean"] = _utility(stressed, baseline, sizes, reference, seed, progress)
             after = _flag_stats(stressed.model)
@@ -221,7 +272,8 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
         gc.collect()
     data = {"format": "modelprint.stress", "version": 1, "suite": spec.name, "suite_description": spec.description,
             "model": marked.source, "model_hash": marked.model_hash, "base": base_lm.source if base_lm else None,
-            "set_id": fs.set_id, "n_fingerprints": len(fs), "alpha": alpha, "match_mode": match, "seed": seed,
+            "set_id": fs.set_id, "n_fingerprints": len(fs), "alpha": alpha, "match_mode": match,
+            "access": list(access), "seed": seed,
             "tasks": spec.tasks, "scopes": SCOPE_TEXT, "rows": rows, "seconds": time.perf_counter() - start,
             "normalized_ci_note": "normalized CI = stressed score's 95% CI divided by the baseline score (baseline "
                                   "held fixed); the mean's CI averages the per-task bounds"}
