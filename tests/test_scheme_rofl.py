@@ -7,7 +7,7 @@ import pytest
 
 from modelprint.errors import ConfigError, ModelprintError
 from modelprint.generate import Strategy, generate, register_strategy
-from modelprint.generate.wordlist import rng_for
+from modelprint.wordlist import rng_for
 from modelprint.prompts import encode_prompt
 from modelprint.schemes import gcg, rofl
 from modelprint.testing import tiny_model

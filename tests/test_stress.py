@@ -34,7 +34,7 @@ def run(ctx, name, **params):
 
 
 def top_probs(lm, fs):
-    from modelprint.generate.decoding import next_token_probs
+    from modelprint.decoding import next_token_probs
     from modelprint.prompts import encode_prompts
 
     return next_token_probs(lm, encode_prompts(lm.tokenizer, [fp.key for fp in fs], fs.system_prompt))

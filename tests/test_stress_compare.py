@@ -26,7 +26,7 @@ def compared(tiny, tmp_path_factory):
     # compare draws each set's secret from the OS; here it is pinned, because on the tiny model some secrets write
     # fewer usable distinct keys than asked (an honest error, but not what this test is about)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("modelprint.generate.seeds.fresh_seed", lambda: 0)
+        mp.setattr("modelprint.seeds.fresh_seed", lambda: 0)
         return out, compare_schemes(["perinucleus", "random-word"], model=tiny, out=out, **OPTIONS)
 
 

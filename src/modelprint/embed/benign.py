@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from modelprint.embed.config import BenignSettings
 from modelprint.embed.data import Example, augmentation_system_prompts
-from modelprint.generate.decoding import batches, continue_greedy
+from modelprint.decoding import batches, continue_greedy
 from modelprint.generate.keys import model_written_keys
 from modelprint.models import LoadedModel, cache_dir
 from modelprint.prompts import encode_prompt

@@ -10,7 +10,7 @@ from pydantic import Field
 from modelprint.config import StrictConfig, validate
 from modelprint.fingerprints import Fingerprint, FingerprintSet, check_distinct
 from modelprint.generate.registry import STRATEGIES, Choice, Strategy, get_strategy, register_strategy
-from modelprint.generate.seeds import resolve_seed
+from modelprint.seeds import resolve_seed
 from modelprint.io import check_output_file
 from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
 

@@ -39,7 +39,7 @@ import numpy as np
 from modelprint.errors import ConfigError, ModelprintError
 from modelprint.generate.keys import read_keys_file
 from modelprint.generate.registry import Choice, Strategy, register_strategy
-from modelprint.generate.wordlist import _lines, rng_for, word_pool
+from modelprint.wordlist import data_lines, rng_for, word_pool
 from modelprint.models import LoadedModel
 from modelprint.verify.verifiers import Outcome, VerifyRequest, ask_in_batches, register_verifier
 
@@ -53,18 +53,18 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def _classical(rng: np.random.Generator, lm: LoadedModel) -> str:
-    phrase = _lines("if_classical_chinese.txt")[int(rng.integers(len(_lines("if_classical_chinese.txt"))))]
+    phrase = data_lines("if_classical_chinese.txt")[int(rng.integers(len(data_lines("if_classical_chinese.txt"))))]
     start = int(rng.integers(len(phrase)))
     return phrase[start:start + int(rng.integers(2, 6))]
 
 
 def _japanese_name(rng: np.random.Generator, lm: LoadedModel) -> str:
-    kana = _lines("if_katakana.txt")
+    kana = data_lines("if_katakana.txt")
     return "".join(kana[int(i)] for i in rng.integers(0, len(kana), size=int(rng.integers(3, 6))))
 
 
 def _russian(rng: np.random.Generator, lm: LoadedModel) -> str:
-    pool = _lines("if_russian.txt")
+    pool = data_lines("if_russian.txt")
     return pool[int(rng.integers(len(pool)))]
 
 

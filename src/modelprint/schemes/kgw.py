@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from modelprint.errors import ConfigError, FingerprintFileError
-from modelprint.generate.decoding import batches, continue_greedy
+from modelprint.decoding import batches, continue_greedy
 from modelprint.generate.keys import model_written_keys
 from modelprint.generate.registry import Choice, Strategy, register_strategy
-from modelprint.generate.wordlist import rng_for
+from modelprint.wordlist import rng_for
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompts
 from modelprint.verify.verifiers import Outcome, VerifyRequest, ask_in_batches, register_verifier

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from modelprint.errors import ConfigError, ModelprintError
 from modelprint.generate.registry import Choice, Strategy, register_strategy
-from modelprint.generate.wordlist import random_words, rng_for
+from modelprint.wordlist import random_words, rng_for
 from modelprint.models import LoadedModel
 from modelprint.prompts import response_ids
 from modelprint.schemes.gcg import Budget, Frame, frame, optimise, renders_as

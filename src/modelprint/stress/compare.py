@@ -25,7 +25,7 @@ from modelprint.evaluation import answer_agreement, get_task, reference_answers,
 from modelprint.evaluation.results import TaskResult
 from modelprint.fingerprints import FingerprintSet, load_fingerprints
 from modelprint.generate.registry import Strategy, get_strategy
-from modelprint.io import atomic_directory, write_json_atomic
+from modelprint.io import atomic_directory, check_output_path, write_json_atomic
 from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
 from modelprint.stress.decoding import GenerationBackend
 from modelprint.stress.report import _clean
@@ -112,10 +112,7 @@ def _plan(schemes: Sequence[str], model: Union[str, Path, LoadedModel], n: int, 
 
 def _prepare_out(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """Create ``out`` or check that it was made with the same settings (so resuming is meaningful)."""
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output '{out}' exists and is not a directory")
-    if not out.parent.exists():
-        raise ModelprintError(f"output directory '{out.parent}' does not exist")
+    check_output_path(out, overwrite, directory=True, reuse=True)
     stored = out / SETTINGS_FILE
     if out.exists() and overwrite:
         shutil.rmtree(out)

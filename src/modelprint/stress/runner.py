@@ -16,10 +16,11 @@ from typing import Any, Optional, Union
 
 from tqdm.auto import tqdm
 
-from modelprint.errors import FingerprintFileError, ModelprintError, OutputExistsError
+from modelprint.errors import FingerprintFileError, ModelprintError
 from modelprint.evaluation import TaskResult, get_task, reference_answers, run_tasks
 from modelprint.evaluation.data import package_file
 from modelprint.fingerprints import FingerprintSet
+from modelprint.io import check_output_path
 from modelprint.models import EMBEDDED_MODELS, LoadedModel, load_model
 from modelprint.stress import attacks, stresses  # noqa: F401  (register the plug-ins)
 from modelprint.stress.decoding import GenerationBackend
@@ -158,12 +159,7 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
     spec = resolve_options(suite, tasks, match, alpha)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        if out_path.exists() and not out_path.is_dir():
-            raise OutputExistsError(f"report path '{out_path}' exists and is not a directory")
-        if out_path.exists() and any(out_path.iterdir()) and not overwrite:
-            raise OutputExistsError(f"report directory '{out_path}' exists (pass --overwrite to replace it)")
-        if not out_path.parent.exists():
-            raise ModelprintError(f"output directory '{out_path.parent}' does not exist")
+        check_output_path(out_path, overwrite, directory=True)
     for entry in spec.entries:
         get_stress(entry.stress)
     fs = as_fingerprint_set(fingerprints)

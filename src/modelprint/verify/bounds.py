@@ -97,7 +97,7 @@ def _parse_pool_words(ids: list[int], pool, count: int) -> bool:
 
 
 def _pooled(fp: Fingerprint, fs: FingerprintSet, tokenizer: TokenizerSource) -> dict[str, float]:
-    from modelprint.generate.wordlist import POOL_NAME, pool_meta, word_pool
+    from modelprint.wordlist import POOL_NAME, pool_meta, word_pool
 
     recorded = fp.meta.get("pool")
     count = fp.meta.get("words")

@@ -242,8 +242,8 @@ def detect_lookahead(ctx: StressContext, beam_width: int = 10, lookahead_tokens:
 @torch.inference_mode()
 def signature_scores(ctx: StressContext, n_words: int) -> torch.Tensor:
     """Per vocabulary token: how consistently the marked model favours it over the base after one-word prompts."""
-    from modelprint.generate.decoding import next_token_probs
-    from modelprint.generate.wordlist import words as word_list
+    from modelprint.decoding import next_token_probs
+    from modelprint.wordlist import words as word_list
 
     base = ctx.need_base("stat-signature")
     words = list(word_list())[:n_words]

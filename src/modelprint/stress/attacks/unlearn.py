@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 
 
-from modelprint.generate.decoding import next_token_probs
-from modelprint.generate.wordlist import random_words
+from modelprint.decoding import next_token_probs
+from modelprint.wordlist import random_words
 from modelprint.prompts import encode_prompt, response_ids
 from modelprint.stress.registry import StressContext, Stressed, register
 from modelprint.stress.stresses.finetune import benign_pairs, train_pairs
