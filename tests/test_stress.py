@@ -245,7 +245,7 @@ def test_cli_errors_are_one_line():
 
 def test_published_weights_are_verified_white_box_with_candidate_matching(tiny):
     """--match auto: a row whose host publishes weights asks the weights (LocalBackend); served rows ask text."""
-    from modelprint.stress.registry import SCOPE_DECODING, SCOPE_WEIGHTS, Stressed
+    from modelprint.stress.blueprint import SCOPE_DECODING, SCOPE_WEIGHTS, Stressed
     from modelprint.stress.runner import verification_backend
     from modelprint.verify.backends import LocalBackend
 

@@ -82,7 +82,7 @@ def test_intrinsic_scheme_and_failed_scheme_is_a_row_and_is_retried(tiny, tmp_pa
     """trains=False: nothing embedded, the control needs an unrelated model; a failure is a row, retried next run."""
     import dataclasses
 
-    from modelprint.generate.registry import STRATEGIES, get_strategy
+    from modelprint.generate import STRATEGIES, get_strategy
 
     rw = get_strategy("random-word")
     broken = {"now": True}

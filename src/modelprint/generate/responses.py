@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from modelprint.errors import ConfigError, ModelprintError
 from modelprint.decoding import (batches, continue_greedy, continue_sampled, next_token_probs, token_texts,
                                           word_token_mask)
-from modelprint.generate.registry import Choice
+from modelprint.generate.blueprint import Choice
 from modelprint.wordlist import pool_meta, rng_for, word_pool
 from modelprint.matching import ChainIndex, collides, first_token_bounds, token_text_key
 from modelprint.models import LoadedModel

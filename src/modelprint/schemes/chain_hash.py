@@ -34,8 +34,8 @@ from typing import Optional, Sequence
 
 from modelprint.errors import ConfigError, ModelprintError
 from modelprint.fingerprints import FingerprintSet
-from modelprint.generate.keys import read_keys_file
-from modelprint.generate.registry import Choice, Strategy, register_strategy
+from modelprint.generate import read_keys_file
+from modelprint.generate.blueprint import STRATEGIES, Choice
 from modelprint.seeds import seed_bytes
 from modelprint.wordlist import data_lines, pool_meta, word_pool
 from modelprint.models import LoadedModel
@@ -176,6 +176,7 @@ def prove_set(fs: FingerprintSet, questions: Sequence[str], answers: Sequence[st
     return expected
 
 
-register_strategy(Strategy(
-    NAME, "candidate questions and answers bound by a SHA-256 chain of a secret (provably fixed in advance)",
-    PAPER, chain_hash_keys, chain_hash_responses, verifier="match", embed_config=NAME))
+STRATEGIES.register(
+    NAME, source=PAPER, keys=chain_hash_keys, verifier="match", embed_config=NAME,
+    description="candidate questions and answers bound by a SHA-256 chain of a secret (provably fixed in advance)",
+)(chain_hash_responses)

@@ -21,15 +21,14 @@ from typing import Any, Optional, Sequence, Union
 from modelprint.config import load_config
 from modelprint.embed import EmbedConfig
 from modelprint.errors import ConfigError, FingerprintFileError, ModelprintError, OutputExistsError
-from modelprint.evaluation import answer_agreement, get_task, reference_answers, run_tasks
-from modelprint.evaluation.results import TaskResult
+from modelprint.evaluation import TaskResult, answer_agreement, get_task, reference_answers, run_tasks
 from modelprint.fingerprints import FingerprintSet, load_fingerprints
-from modelprint.generate.registry import Strategy, get_strategy
+from modelprint.generate import Strategy, get_strategy
 from modelprint.io import atomic_directory, check_output_path, write_json_atomic
 from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
-from modelprint.stress.decoding import GenerationBackend
+from modelprint.stress.serving import GenerationBackend
 from modelprint.stress.report import _clean
-from modelprint.stress.registry import SCOPE_WEIGHTS, Stressed
+from modelprint.stress.blueprint import SCOPE_WEIGHTS, Stressed
 from modelprint.stress.runner import (AGREEMENT, StressReport, _normalized, _verification, resolve_options, stress,
                                       verification_backend)
 from modelprint.stress.suites import SuiteSpec
@@ -299,7 +298,7 @@ def _cells(result: dict[str, Any], columns: list[dict[str, Any]]) -> dict[str, A
 
 
 def _columns(spec: SuiteSpec) -> list[dict[str, Any]]:
-    from modelprint.stress.registry import get_stress
+    from modelprint.stress.blueprint import get_stress
 
     cols = [{"id": CONTROL, "label": "control (base / unrelated must NOT verify)", "kind": "control"},
             {"id": UNSTRESSED, "label": "marked, unstressed (utility vs base = embedding cost)", "kind": "baseline"}]

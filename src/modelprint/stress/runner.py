@@ -17,18 +17,15 @@ from typing import Any, Optional, Union
 from tqdm.auto import tqdm
 
 from modelprint.errors import FingerprintFileError, ModelprintError
-from modelprint.evaluation import TaskResult, get_task, reference_answers, run_tasks
-from modelprint.evaluation.data import package_file
+from modelprint.evaluation import TaskResult, get_task, package_file, reference_answers, run_tasks
 from modelprint.fingerprints import FingerprintSet
 from modelprint.io import check_output_path
 from modelprint.models import EMBEDDED_MODELS, LoadedModel, load_model
-from modelprint.stress import attacks, stresses  # noqa: F401  (register the plug-ins)
-from modelprint.stress.decoding import GenerationBackend
-from modelprint.stress.registry import (SCOPE_DECODING, SCOPE_RENDERING, SCOPE_WEIGHTS, StressContext, Stressed,
+from modelprint.stress.serving import GenerationBackend
+from modelprint.stress.blueprint import (SCOPE_DECODING, SCOPE_RENDERING, SCOPE_WEIGHTS, StressContext, Stressed,
                                         get_stress)
 from modelprint.stress.suites import SuiteSpec, resolve_suite
-from modelprint.verify.backends import LocalBackend
-from modelprint.verify.core import MATCH_MODES, as_fingerprint_set, verify
+from modelprint.verify import MATCH_MODES, LocalBackend, as_fingerprint_set, verify
 
 log = logging.getLogger(__name__)
 

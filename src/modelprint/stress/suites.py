@@ -82,7 +82,7 @@ SUITES = {s.name: s for s in (QUICK, FULL)}
 
 def resolve_suite(spec: str) -> SuiteSpec:
     """``quick``, ``full`` or a comma list of plug-in names (defaults, with the quick suite's tasks)."""
-    from modelprint.stress.registry import get_stress
+    from modelprint.stress.blueprint import get_stress
 
     if spec in SUITES:
         return SUITES[spec]

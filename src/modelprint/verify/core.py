@@ -86,12 +86,8 @@ def resolve_match(match: str, backend: Backend, fs: FingerprintSet) -> str:
 
 
 def verifier_for(fs: FingerprintSet) -> str:
-    """The verifier the set's strategy names (``match`` for strategies this install does not know)."""
-    from modelprint.generate.registry import STRATEGIES, load_plugins
-
-    load_plugins()
-    strategy = STRATEGIES.get(fs.strategy)
-    return strategy.verifier if strategy is not None else "match"
+    """The verifier the set's header names (older sets: derived from their strategy, see ``LEGACY_VERIFIERS``)."""
+    return fs.verifier_name
 
 
 def check_options(alpha: float, match: str, max_queries: Optional[int], batch_size: int) -> None:

@@ -14,7 +14,7 @@ import logging
 from modelprint.decoding import next_token_probs
 from modelprint.wordlist import random_words
 from modelprint.prompts import encode_prompt, response_ids
-from modelprint.stress.registry import StressContext, Stressed, register
+from modelprint.stress.blueprint import STRESSES, StressContext, Stressed
 from modelprint.stress.stresses.finetune import benign_pairs, train_pairs
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 UNLEARN_SEED_STREAM = 0xE4A5
 
 
-@register("unlearn-guessed", kind="attack")
+@STRESSES.register("unlearn-guessed", kind="attack",
+                    source="MEraser-style fine-tuning removal + Nasery et al. 2025 weakness 2")
 def unlearn_guessed(ctx: StressContext, n_probes: int = 256, gate: float = 0.5, benign: int = 32, epochs: int = 2,
                     lr: float = 5e-5, batch_size: int = 8, key_words: int = 0) -> Stressed:
     """Fine-tune away over-confident answers to guessed fingerprint-like probes (second choice as target).

@@ -13,11 +13,11 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
 
-from modelprint.evaluation.scoring import greedy_generate
+from modelprint.evaluation import greedy_generate
 from modelprint.fingerprints import Fingerprint
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompt
-from modelprint.verify.backends import Answer
+from modelprint.verify import Answer
 
 
 class PreparedProcessor(Protocol):
