@@ -129,3 +129,18 @@ def test_every_plugin_fills_in_its_blueprint(kind, name, tiny, tmp_path):
         assert plugin.name == name and plugin.fn is not None and plugin.quick_n >= 1 and plugin.metric
         params = list(inspect.signature(plugin.fn).parameters)
         assert params[:4] == ["model", "spec", "n", "seed"] or len(params) >= 4
+
+
+def test_verification_defaults_agree_everywhere():
+    """verify, trace, stress and compare (library and CLI) take alpha and match from one VerifyConfig."""
+    from modelprint.config import VERIFY_DEFAULTS
+    from modelprint.stress import stress
+    from modelprint.stress.compare import compare_schemes
+    from modelprint.verify import verify
+    from modelprint.verify.trace import trace
+
+    assert VERIFY_DEFAULTS.match == "auto"
+    for fn in (verify, trace, stress, compare_schemes):
+        params = inspect.signature(fn).parameters
+        assert params["match"].default == VERIFY_DEFAULTS.match, fn.__name__
+        assert params["alpha"].default == VERIFY_DEFAULTS.alpha, fn.__name__

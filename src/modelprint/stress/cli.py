@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from modelprint.config import VERIFY_DEFAULTS
 from modelprint.log import console
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,10 @@ def register(app: typer.Typer) -> None:
         suite: str = typer.Option("quick", "--suite", help="quick | full | comma list of stress/attack names."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (report.json/html, PNGs)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report directory."),
-        alpha: float = typer.Option(1e-6, "--alpha", help="False-positive level of verify's decision."),
-        match: str = typer.Option("exact", "--match", help="exact (whole response) | prefix (first token) | "
+        alpha: float = typer.Option(VERIFY_DEFAULTS.alpha, "--alpha",
+                                    help="False-positive level of verify's decision."),
+        match: str = typer.Option(VERIFY_DEFAULTS.match, "--match",
+                                  help="exact (whole response) | prefix (first token) | "
                                   "auto/candidate (rows whose host publishes weights are verified white-box by "
                                   "candidate ranking, served rows by text)."),
         seed: int = typer.Option(0, "--seed", help="Seed for key order, task samples and sampling."),

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from modelprint.config import load_config
+from modelprint.config import VERIFY_DEFAULTS, load_config
 from modelprint.embed import EmbedConfig
 from modelprint.errors import ConfigError, FingerprintFileError, ModelprintError, OutputExistsError
 from modelprint.evaluation import TaskResult, answer_agreement, get_task, reference_answers, run_tasks
@@ -323,7 +323,8 @@ def _row(strategy: Strategy, result: dict[str, Any], columns: list[dict[str, Any
 def compare_schemes(schemes: Sequence[str], *, model: Union[str, Path, LoadedModel] = DEFAULT_MODEL,
                     num_fingerprints: int = 16, suite: Union[str, SuiteSpec] = "quick",
                     out: Union[str, Path, None] = None, tasks: Optional[dict[str, int]] = None, seed: int = 0,
-                    alpha: float = 1e-6, match: str = "exact", embed_overrides: Sequence[str] = (),
+                    alpha: float = VERIFY_DEFAULTS.alpha, match: str = VERIFY_DEFAULTS.match,
+                    embed_overrides: Sequence[str] = (),
                     unrelated: Union[str, Path, LoadedModel, None] = None, overwrite: bool = False,
                     progress: Optional[bool] = None, fast: bool = False) -> Comparison:
     """Generate, embed and stress every scheme from ``model``; write ``out/comparison.json|html`` and the plot.

@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 from tqdm.auto import tqdm
 
 from modelprint.errors import FingerprintFileError, ModelprintError
+from modelprint.config import VERIFY_DEFAULTS
 from modelprint.evaluation import TaskResult, get_task, package_file, reference_answers, run_tasks
 from modelprint.fingerprints import FingerprintSet
 from modelprint.io import check_output_path
@@ -25,7 +26,7 @@ from modelprint.stress.serving import GenerationBackend
 from modelprint.stress.blueprint import (SCOPE_DECODING, SCOPE_RENDERING, SCOPE_WEIGHTS, StressContext, Stressed,
                                         get_stress)
 from modelprint.stress.suites import SuiteSpec, resolve_suite
-from modelprint.verify import MATCH_MODES, LocalBackend, as_fingerprint_set, verify
+from modelprint.verify import LocalBackend, as_fingerprint_set, check_options, verify
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +139,15 @@ def _flag_stats(model: Any) -> dict[str, int]:
 def resolve_options(suite: Union[str, SuiteSpec], tasks: Optional[dict[str, int]], match: str,
                     alpha: float) -> SuiteSpec:
     """Check the decision options and resolve the suite (with ``tasks`` replacing its sizes) before any work."""
-    if match not in MATCH_MODES:
-        raise ModelprintError(f"unknown match mode '{match}' (known: {', '.join(MATCH_MODES)})")
-    if not 0.0 < alpha < 1.0:
-        raise ModelprintError(f"alpha must be in (0, 1), got {alpha}")
+    check_options(alpha, match, None, 1)
     spec = suite if isinstance(suite, SuiteSpec) else resolve_suite(suite)
     return dataclasses.replace(spec, tasks=dict(tasks)) if tasks is not None else spec
 
 
 def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, FingerprintSet], *,
            base: Union[str, Path, LoadedModel, None] = None, suite: Union[str, SuiteSpec] = "quick",
-           out: Union[str, Path, None] = None, overwrite: bool = False, alpha: float = 1e-6, match: str = "exact",
+           out: Union[str, Path, None] = None, overwrite: bool = False, alpha: float = VERIFY_DEFAULTS.alpha,
+           match: str = VERIFY_DEFAULTS.match,
            seed: int = 0, tasks: Optional[dict[str, int]] = None, progress: Optional[bool] = None,
            fast: bool = False) -> StressReport:
     """Run ``suite`` on the fingerprinted ``model``; write ``out/report.json``, ``report.html`` and plots."""

@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from modelprint.config import VERIFY_DEFAULTS
 from modelprint.errors import ConfigError, FingerprintFileError
 from modelprint.fingerprints import FingerprintSet, check_distinct, load_fingerprints
 from modelprint.models import LoadedModel, load_model
@@ -103,8 +104,9 @@ def check_options(alpha: float, match: str, max_queries: Optional[int], batch_si
 
 
 def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[str, Path, FingerprintSet], *,
-           max_queries: Optional[int] = None, alpha: float = 1e-6, match: str = "auto", seed: int = 0,
-           batch_size: int = 64, sequential: bool = True, system_prompt: Optional[str] = "__set__",
+           max_queries: Optional[int] = None, alpha: float = VERIFY_DEFAULTS.alpha,
+           match: str = VERIFY_DEFAULTS.match, seed: int = 0, batch_size: int = VERIFY_DEFAULTS.batch_size,
+           sequential: bool = True, system_prompt: Optional[str] = "__set__",
            prefer: Optional[Sequence[int]] = None, check_tokenizer: bool = True) -> VerifyRecord:
     """Decide whether ``target`` carries ``fingerprints``; p-value is the exact Poisson-binomial tail."""
     check_options(alpha, match, max_queries, batch_size)
