@@ -32,7 +32,8 @@ class TraceRecord:
 
 def trace(target: Union[str, LoadedModel, Backend], sets: Mapping[str, Union[str, FingerprintSet]], *,
           alpha: float = VERIFY_DEFAULTS.alpha, max_queries: Optional[int] = None,
-          match: str = VERIFY_DEFAULTS.match, seed: int = 0, batch_size: int = VERIFY_DEFAULTS.batch_size) -> TraceRecord:
+          match: str = VERIFY_DEFAULTS.match, seed: int = 0,
+          batch_size: int = VERIFY_DEFAULTS.batch_size) -> TraceRecord:
     """Ask the suspect a sample of each licensee's keys; name the licensee(s) whose set matches."""
     if len(sets) < 1:
         raise ConfigError("trace needs at least one licensee's fingerprint set")
