@@ -27,10 +27,10 @@ from modelprint.generate import Strategy, get_strategy
 from modelprint.io import atomic_directory, check_output_path, write_json_atomic
 from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
 from modelprint.stress.serving import GenerationBackend
-from modelprint.stress.report import _clean
+from modelprint.stress.report import json_safe
 from modelprint.stress.blueprint import SCOPE_WEIGHTS, Stressed
-from modelprint.stress.runner import (AGREEMENT, StressReport, _normalized, _verification, resolve_options, stress,
-                                      verification_backend)
+from modelprint.stress.runner import (AGREEMENT, StressReport, normalized_ratio, resolve_options, stress,
+                                      verification_backend, verification_cell)
 from modelprint.stress.suites import SuiteSpec
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def _embed_cost(marked: LoadedModel, report: dict[str, Any], base: _BaseUtility,
             continue
         marked_res = TaskResult(task, u["metric"], u["score"], u["n"], u["ci"][0], u["ci"][1],
                                 base_res.higher_is_better)
-        per_task[task] = _normalized(marked_res, base_res)
+        per_task[task] = normalized_ratio(marked_res, base_res)
     reference = base.reference()
     if reference is not None:
         agree = answer_agreement(marked, reference, progress=progress)
@@ -220,7 +220,7 @@ def _control(strategy: Strategy, fs: FingerprintSet, base: LoadedModel, unrelate
                 "error": f"the {what} model tokenizes differently: it cannot be asked the keys token for token"}
     # asked the way the marked model's unstressed row is asked (white-box with --match auto|candidate)
     unstressed = Stressed(target, GenerationBackend(target, "none"), SCOPE_WEIGHTS)
-    cell = _verification(verification_backend(unstressed, match), fs, alpha, match, seed)
+    cell = verification_cell(verification_backend(unstressed, match), fs, alpha, match, seed)
     return {"status": "ok", "model": what, "verification": cell}
 
 
@@ -395,6 +395,6 @@ def _scheme_result(strategy: Strategy, plan: _Plan, base: LoadedModel, unrelated
     result["seconds"]["total"] = time.perf_counter() - t
     result["n_requested"] = plan.sizes[strategy.name]
     (work / strategy.name).mkdir(mode=0o700, exist_ok=True)
-    result = _clean(result)  # NaN → None, so a fresh result equals the one read back on resume
+    result = json_safe(result)  # NaN → None, so a fresh result equals the one read back on resume
     write_json_atomic(path, result)
     return result

@@ -86,14 +86,14 @@ def verification_backend(stressed: Stressed, match: str) -> Any:
     return stressed.backend
 
 
-def _verification(backend: Any, fs: FingerprintSet, alpha: float, match: str, seed: int) -> dict[str, Any]:
+def verification_cell(backend: Any, fs: FingerprintSet, alpha: float, match: str, seed: int) -> dict[str, Any]:
     rec = verify(backend, fs, alpha=alpha, match=match, seed=seed, sequential=False, check_tokenizer=False)
     rate = rec.matches / rec.n_asked if rec.n_asked else float("nan")
     return {"rate": rate, "asr": 1.0 - rate, "matches": rec.matches, "n": rec.n_asked, "verdict": rec.verdict,
             "log10_p": rec.log10_p_value, "alpha": alpha, "match_mode": match}
 
 
-def _normalized(stressed: TaskResult, base: TaskResult) -> tuple[float, float, float]:
+def normalized_ratio(stressed: TaskResult, base: TaskResult) -> tuple[float, float, float]:
     """Ratio to the baseline and its interval (the stressed CI over the baseline score, baseline held fixed)."""
     b, s, lo, hi = base.score, stressed.score, stressed.ci_low, stressed.ci_high
     if not base.higher_is_better:
@@ -120,7 +120,7 @@ def _utility(stressed: Stressed, baseline: dict[str, TaskResult], sizes: dict[st
         source = "measured"
         if res is None:
             res, source = base_res, "baseline (log-likelihood task, unaffected by decoding)"
-        ratio, lo, hi = _normalized(res, base_res)
+        ratio, lo, hi = normalized_ratio(res, base_res)
         rows[task] = {"metric": res.metric, "score": res.score, "ci": [res.ci_low, res.ci_high], "n": res.n,
                       "normalized": ratio, "normalized_ci": [lo, hi], "source": source}
         if not math.isnan(ratio) and source == "measured":
@@ -167,7 +167,7 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
     n_agree = sizes.pop(AGREEMENT, 0)
     log.info("baseline: verifying and evaluating the unstressed model")
     unstressed = Stressed(marked, GenerationBackend(marked, "none"), SCOPE_WEIGHTS)
-    base_verify = _verification(verification_backend(unstressed, match), fs, alpha, match, seed)
+    base_verify = verification_cell(verification_backend(unstressed, match), fs, alpha, match, seed)
     baseline = run_tasks(marked, list(sizes), sizes, seed, progress=progress) if sizes else {}
     reference = None
     if n_agree:
@@ -191,7 +191,7 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
             row["scope"] = stressed.scope
             row["scope_text"] = SCOPE_TEXT[stressed.scope]
             before = _flag_stats(stressed.model)
-            row["verification"] = _verification(verification_backend(stressed, match), fs, alpha, match, seed)
+            row["verification"] = verification_cell(verification_backend(stressed, match), fs, alpha, match, seed)
             mid = _flag_stats(stressed.model)
             row["utility"], row["utility_mean"] = _utility(stressed, baseline, sizes, reference, seed, progress)
             after = _flag_stats(stressed.model)
