@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from modelprint.fingerprints import Fingerprint, FingerprintSet
-from modelprint.registry import Registry, init_registry, issue_license
+from modelprint.licensing import issue_license
+from modelprint.registry import Registry, init_registry
 from modelprint.registry.pgcluster import PostgresUnavailable, create_database, throwaway_postgres
 
 

@@ -19,9 +19,9 @@ import torch
 
 from modelprint.errors import ConfigError, FingerprintFileError
 from modelprint.fingerprints import Fingerprint, FingerprintSet
-from modelprint.generate.decoding import token_texts, word_token_mask
+from modelprint.decoding import token_texts, word_token_mask
 from modelprint.generate.responses import distribution_bounds, perinucleus_candidates
-from modelprint.generate.wordlist import pool_meta, rng_for, word_pool, words
+from modelprint.wordlist import pool_meta, rng_for, word_pool, words
 from modelprint.matching import (candidate_match, collides, first_token_bounds, first_word, ids_match,
                                  normalize_text, text_match)
 from modelprint.testing import tiny_tokenizer
@@ -305,7 +305,7 @@ def test_raw_word_list_would_break_the_old_bound(tok):
     """Negative control: drawn from the raw 3,000 words (the old random-word pool), one answer matches far more
     than the recorded 1/3000 — as text (a word that extends shorter words) and by first token."""
     raw = list(dict.fromkeys(words()))
-    from modelprint.generate.wordlist import WordPool
+    from modelprint.wordlist import WordPool
 
     ids = [list(tok(w, add_special_tokens=False)["input_ids"]) for w in raw]
     rates = _pool_rates(WordPool(raw, ids, ids), _pool_answers(tok, word_pool(tok), np.random.default_rng(4)))

@@ -86,7 +86,7 @@ def test_averaging_at_zero_and_one_gives_the_trained_and_the_base_weights_exactl
 
 def _reloaded_agrees(result, fs, out_dir):
     """In-memory model vs the same weights saved and loaded again: next-token distributions and retention."""
-    from modelprint.generate.decoding import next_token_probs
+    from modelprint.decoding import next_token_probs
     from modelprint.models import load_model
     from modelprint.prompts import encode_prompts
     from modelprint.verify.local import retention

@@ -96,7 +96,7 @@ def test_perinucleus_pick_is_uniform_over_candidates(tiny):
 
 @pytest.mark.parametrize("seed", [0, 7, 2 ** 100 + 1, 2 ** 128 - 1])
 def test_pick_draw_is_uniform_over_many_indices(seed):
-    from modelprint.generate.wordlist import rng_for
+    from modelprint.wordlist import rng_for
 
     for k in (3, 5):  # the draw perinucleus makes for key ``index``
         picks = [int(rng_for(seed, 0x50, index).integers(k)) for index in range(3000)]
@@ -125,8 +125,8 @@ def test_default_perinucleus_picks_differ(tiny, tmp_path):
 
 
 def test_every_bit_of_the_seed_counts(tiny):
-    from modelprint.generate.seeds import torch_seed
-    from modelprint.generate.wordlist import random_words
+    from modelprint.seeds import torch_seed
+    from modelprint.wordlist import random_words
     from modelprint.schemes.chain_hash import secret_for
     from modelprint.schemes.kgw import watermark_key
 

@@ -31,7 +31,7 @@ def marked_set(tiny, tmp_path_factory):
     """A 16-key custom set (recorded candidates, seed pinned) and the tiny model with it embedded."""
     from modelprint.embed import embed
     from modelprint.generate import generate
-    from modelprint.generate.wordlist import random_words
+    from modelprint.wordlist import random_words
 
     keys = tmp_path_factory.mktemp("graded") / "keys.txt"
     keys.write_text("\n".join(random_words(21, i, 6) for i in range(N_KEYS)) + "\n")
@@ -235,7 +235,7 @@ def test_cli_sampling_records_what_it_spent(fs, marked_url, tmp_path):
 def test_a_host_that_suppresses_tokens_edits_its_logprobs_too(marked_set, serving):
     """Served through a decoding attack, the returned top_logprobs are the host's edited distribution: top-1
     suppression removes the fingerprinted pick from the list exactly as it removes it from the text."""
-    from modelprint.stress.registry import StressContext, get_stress
+    from modelprint.stress.blueprint import StressContext, get_stress
 
     fs, marked = marked_set
     ctx = StressContext.from_set(marked, None, fs, fast=True)

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 from modelprint.errors import ModelprintError
 from modelprint.fingerprints import Fingerprint, FingerprintSet, load_fingerprints
-from modelprint.registry import Registry, SecretKeyError, init_registry, issue_license
+from modelprint.licensing import issue_license
+from modelprint.registry import Registry, SecretKeyError, init_registry
 from modelprint.registry import choose_keys, record_verification, resolve_set
 from modelprint.registry import db as regdb
 from modelprint.registry.pgcluster import PostgresUnavailable, create_schema, throwaway_postgres
@@ -382,7 +383,8 @@ def test_license_killed_process_resumes(reg: Registry, db_url: str, tmp_path: Pa
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_registry import FakeSteps
-        from modelprint.registry import Registry, issue_license
+        from modelprint.licensing import issue_license
+        from modelprint.registry import Registry
         steps = FakeSteps()
         def embed(ctx, fs, out):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -485,8 +487,8 @@ def test_cli_flow(cli: typer.Typer, db_url: str, tmp_path: Path, monkeypatch: py
         ok("registry", "list", kind)
     dup = runner.invoke(cli, ["registry", "add-licensee", "acme"])
     assert isinstance(dup.exception, ModelprintError) and "already exists" in str(dup.exception)
-    monkeypatch.setattr("modelprint.registry.license.default_generate", FakeSteps().generate)
-    monkeypatch.setattr("modelprint.registry.license.default_embed", FakeSteps().embed)
+    monkeypatch.setattr("modelprint.licensing.default_generate", FakeSteps().generate)
+    monkeypatch.setattr("modelprint.licensing.default_embed", FakeSteps().embed)
     out = ok("license", "issue", "--licensee", "acme", "--model", "tiny", "--out-dir", str(tmp_path / "copies"))
     assert "is complete" in out
     assert json.loads(ok("license", "list", "--json"))[0]["status"] == "complete"

@@ -6,8 +6,8 @@ import functools
 import pytest
 
 from modelprint.errors import ConfigError, ModelprintError
-from modelprint.generate import Strategy, generate, register_strategy
-from modelprint.generate.wordlist import rng_for
+from modelprint.generate import STRATEGIES, generate
+from modelprint.wordlist import rng_for
 from modelprint.prompts import encode_prompt
 from modelprint.schemes import gcg, rofl
 from modelprint.testing import tiny_model
@@ -26,9 +26,9 @@ def steerable():
 @pytest.fixture(scope="module")
 def tiny_rofl():
     """rofl with a test budget and 2-token targets (a tiny random model cannot be steered to whole words)."""
-    register_strategy(Strategy("rofl-tiny", "test", rofl.PAPER,
-                               functools.partial(rofl.rofl_keys, budget=TEST_BUDGET, target_tokens=2),
-                               rofl.rofl_responses, verifier="rofl-match-rate", trains=False))
+    STRATEGIES.register("rofl-tiny", source=rofl.PAPER, description="test",
+                        keys=functools.partial(rofl.rofl_keys, budget=TEST_BUDGET, target_tokens=2),
+                        verifier="rofl-match-rate", trains=False)(rofl.rofl_responses)
     return "rofl-tiny"
 
 

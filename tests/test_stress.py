@@ -10,7 +10,7 @@ import torch
 
 from modelprint.errors import FingerprintFileError, ModelprintError
 from modelprint.stress import STRESSES, DecodingModel, StressContext, get_stress, stress
-from modelprint.stress.runner import _verification
+from modelprint.stress.runner import verification_cell
 from modelprint.verify import verify
 
 EXPECTED = {"quantize-int8", "dtype-roundtrip", "prune", "merge-linear", "merge-ties", "host-sft", "sampling",
@@ -26,7 +26,7 @@ def ctx(tiny_marked, tiny, tiny_set):
 
 
 def rate(stressed, fs) -> float:
-    return _verification(stressed.backend, fs, 1e-6, "exact", 0)["rate"]
+    return verification_cell(stressed.backend, fs, 1e-6, "exact", 0)["rate"]
 
 
 def run(ctx, name, **params):
@@ -34,7 +34,7 @@ def run(ctx, name, **params):
 
 
 def top_probs(lm, fs):
-    from modelprint.generate.decoding import next_token_probs
+    from modelprint.decoding import next_token_probs
     from modelprint.prompts import encode_prompts
 
     return next_token_probs(lm, encode_prompts(lm.tokenizer, [fp.key for fp in fs], fs.system_prompt))
@@ -82,7 +82,7 @@ def test_merges_interpolate_towards_the_base(tiny, tiny_set, ctx):
     w0 = none.model.model.model.layers[0].self_attn.q_proj.weight
     assert torch.allclose(w0, tiny.model.model.layers[0].self_attn.q_proj.weight)
     assert rate(full, tiny_set) >= 0.9 and rate(none, tiny_set) <= 0.25
-    assert _verification(none.backend, tiny_set, 1e-6, "exact", 0)["verdict"] == "no match"
+    assert verification_cell(none.backend, tiny_set, 1e-6, "exact", 0)["verdict"] == "no match"
     ties = run(ctx, "merge-ties", density=0.2)
     tau = ties.model.model.model.layers[0].mlp.up_proj.weight - tiny.model.model.layers[0].mlp.up_proj.weight
     assert 0.1 < (tau != 0).float().mean() <= 0.21
@@ -132,7 +132,7 @@ def test_suppression_removes_the_first_token(tiny_set, ctx):
     for name in ("suppress-topk", "suppress-neighbor", "suppress-lookahead"):
         params = {"beam_width": 3, "lookahead_tokens": 4, "candidate_threshold": 0.2} if name == "suppress-lookahead" else {}
         s = run(ctx, name, **params)
-        r = _verification(s.backend, tiny_set, 1e-6, "exact", 0)
+        r = verification_cell(s.backend, tiny_set, 1e-6, "exact", 0)
         if name == "suppress-lookahead":
             # lookahead never suppresses prompt tokens: on a 400-token vocabulary some responses are prompt tokens
             # (3 of 16 with this set; at a 1/|pool| null bound that many still give a match verdict)
@@ -261,7 +261,7 @@ def test_cli_errors_are_one_line():
 
 def test_published_weights_are_verified_white_box_with_candidate_matching(tiny):
     """--match auto: a row whose host publishes weights asks the weights (LocalBackend); served rows ask text."""
-    from modelprint.stress.registry import SCOPE_DECODING, SCOPE_WEIGHTS, Stressed
+    from modelprint.stress.blueprint import SCOPE_DECODING, SCOPE_WEIGHTS, Stressed
     from modelprint.stress.runner import verification_backend
     from modelprint.verify.backends import LocalBackend
 

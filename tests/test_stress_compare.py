@@ -26,7 +26,7 @@ def compared(tiny, tmp_path_factory):
     # compare draws each set's secret from the OS; here it is pinned, because on the tiny model some secrets write
     # fewer usable distinct keys than asked (an honest error, but not what this test is about)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("modelprint.generate.seeds.fresh_seed", lambda: 0)
+        mp.setattr("modelprint.seeds.fresh_seed", lambda: 0)
         return out, compare_schemes(["perinucleus", "random-word"], model=tiny, out=out, **OPTIONS)
 
 
@@ -82,7 +82,7 @@ def test_intrinsic_scheme_and_failed_scheme_is_a_row_and_is_retried(tiny, tmp_pa
     """trains=False: nothing embedded, the control needs an unrelated model; a failure is a row, retried next run."""
     import dataclasses
 
-    from modelprint.generate.registry import STRATEGIES, get_strategy
+    from modelprint.generate import STRATEGIES, get_strategy
 
     rw = get_strategy("random-word")
     broken = {"now": True}

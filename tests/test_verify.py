@@ -159,7 +159,7 @@ def _perinucleus_copy(tiny, seed: int, where):
     """A licensee's copy: Perinucleus responses to random-word keys (the tiny model writes poor keys)."""
     from modelprint.embed import embed
     from modelprint.generate import generate
-    from modelprint.generate.wordlist import random_words
+    from modelprint.wordlist import random_words
 
     keys = where / f"keys-{seed}.txt"
     keys.write_text("\n".join(random_words(seed, i, 6) for i in range(32)) + "\n")

@@ -6,10 +6,10 @@ YAML file or an override is rejected with the offending key named.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Optional, TypeVar
+from typing import Any, Iterable, Literal, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelprint.errors import ConfigError
 
@@ -90,3 +90,20 @@ def load_config(cls: type[C], path: Optional[Path] = None, overrides: Iterable[s
     data = merge_dicts(data, {k: v for k, v in values.items() if v is not None})
     data = merge_dicts(data, parse_overrides(overrides))
     return validate(cls, data)
+
+
+class VerifyConfig(StrictConfig):
+    """The options every verification takes (verify, trace, stress, compare): one place for their defaults.
+
+    Here on the ground floor (not in ``verify``) so a CLI can read the defaults without importing a stage;
+    ``--match auto`` (the most powerful valid test the backend allows) means the same whichever command asks.
+    """
+
+    alpha: float = Field(1e-6, gt=0.0, lt=1.0)  # false-positive level of the decision
+    match: Literal["auto", "exact", "prefix", "candidate"] = "auto"
+    max_queries: Optional[int] = Field(None, ge=1)  # None: every key of the set
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0  # which keys a limited budget spends (not a secret)
+
+
+VERIFY_DEFAULTS = VerifyConfig()

@@ -30,6 +30,9 @@ from modelprint.io import check_output_file, write_text_atomic
 
 FORMAT = "modelprint.fingerprints"
 VERSION = 2  # written; version-1 files still load (legacy set id)
+# Sets written before headers named their verifier: the shipped strategies whose verifier is not ``match``
+# (what ``Strategy.verifier`` said when they were made), so verify needs nothing from generate to read them.
+LEGACY_VERIFIERS = {"kgw-watermark": "green-z", "instructional": "instructional", "rofl": "rofl-match-rate"}
 LEGACY_VERSION = 1
 SECRET_FILE_MODE = 0o600
 
@@ -88,10 +91,16 @@ class FingerprintSet:
     created_at: str = ""
     system_prompt: Optional[str] = None
     format_version: int = VERSION  # 1 only for sets read from version-1 files (legacy set id)
+    verifier: Optional[str] = None  # the verifier plug-in that decides; None: a set written before headers named it
 
     def __post_init__(self) -> None:
         if not self.created_at:
             self.created_at = _now().replace(microsecond=0).isoformat()
+
+    @property
+    def verifier_name(self) -> str:
+        """The verifier that decides this set: the header's, else (older sets) derived from the strategy as before."""
+        return self.verifier or LEGACY_VERIFIERS.get(self.strategy, "match")
 
     @property
     def legacy(self) -> bool:
@@ -129,13 +138,16 @@ class FingerprintSet:
                 # the types the parser reads back (an int null_prob of 1 is read as 1.0)
                 "fingerprints": [{"index": int(fp.index), "key": str(fp.key), "response": str(fp.response),
                                   "response_ids": [int(i) for i in fp.response_ids], "null_prob": float(fp.null_prob),
-                                  "meta": fp.meta} for fp in self.fingerprints]}
+                                  "meta": fp.meta} for fp in self.fingerprints],
+                # a decision field once headers name it; absent for older sets so their ids never change
+                **({"verifier": self.verifier} if self.verifier is not None else {})}
 
     def header(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": self.format_version, "strategy": self.strategy, "params": self.params,
                 "seed": self.seed, "model_source": self.model_source, "model_hash": self.model_hash,
                 "tokenizer_hash": self.tokenizer_hash, "system_prompt": self.system_prompt,
-                "count": len(self.fingerprints), "set_id": self.set_id, "created_at": self.created_at}
+                "count": len(self.fingerprints), "set_id": self.set_id, "created_at": self.created_at,
+                **({"verifier": self.verifier} if self.verifier is not None else {})}
 
     def to_text(self) -> str:
         lines = [json.dumps(self.header(), ensure_ascii=False, sort_keys=True)]
@@ -202,7 +214,7 @@ def parse_fingerprints_text(text: str, where: str, line_prefix: Optional[str] = 
                         model_hash=h.text("model_hash", required=True),
                         tokenizer_hash=h.text("tokenizer_hash", required=True), fingerprints=fps,
                         created_at=h.text("created_at") or "", system_prompt=h.text("system_prompt"),
-                        format_version=version)
+                        format_version=version, verifier=h.text("verifier"))
     recorded = h.text("set_id")
     if recorded is None and not fs.legacy:
         raise FingerprintFileError(f"{where} has no set_id in its header (a version-{version} set must carry one)")

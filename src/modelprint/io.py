@@ -12,9 +12,18 @@ from typing import Any, Iterator
 from modelprint.errors import ModelprintError, OutputExistsError
 
 
-def check_output_path(path: Path, overwrite: bool) -> None:
-    """Refuse to clobber an existing output and fail early on an unwritable parent."""
-    if path.exists() and not overwrite:
+def check_output_path(path: Path, overwrite: bool, *, directory: bool = False, reuse: bool = False) -> None:
+    """Refuse to clobber an existing output and fail early on a missing or unwritable parent.
+
+    The one output guard of every stage. ``directory``: the output is a directory, so an existing
+    non-directory is refused and an existing *empty* directory is no clobbering. ``reuse``: an existing
+    directory is the caller's to resume into (it checks what is inside itself).
+    """
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise OutputExistsError(f"output '{path}' exists and is not a directory")
+    taken = path.exists() and not (directory and (reuse or not any(path.iterdir())))
+    if taken and not overwrite:
         raise OutputExistsError(f"output '{path}' already exists (pass --overwrite to replace it)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():

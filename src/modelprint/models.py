@@ -34,6 +34,12 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device (or host) ran out of memory: the one check every stage uses."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

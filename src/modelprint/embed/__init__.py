@@ -8,15 +8,15 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import torch
 
 from modelprint.embed.benign import build_benign_pool
 from modelprint.embed.config import EmbedConfig
 from modelprint.embed.output import write_model_dir
 from modelprint.embed.recipe import run_recipe
-from modelprint.errors import FingerprintFileError, ModelprintError, OutputExistsError
+from modelprint.errors import FingerprintFileError, ModelprintError
 from modelprint.fingerprints import FingerprintSet, load_fingerprints
-from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
+from modelprint.io import check_output_path
+from modelprint.models import DEFAULT_MODEL, LoadedModel, is_out_of_memory, load_model
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ def _check_compatible(fs: FingerprintSet, base: LoadedModel, force: bool) -> Non
                                    f"is {base.model_hash[:19]}…); pass --force to embed them anyway")
 
 
-def _is_oom(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
 def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Union[str, Path, FingerprintSet] = "",
           out: Optional[Union[str, Path]] = None, *, config: Optional[EmbedConfig] = None, resume: bool = False,
           force: bool = False, overwrite: bool = False) -> EmbedResult:
@@ -59,10 +54,7 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
     out_path = Path(out) if out is not None else None
     work: Optional[Path] = None
     if out_path is not None:
-        if out_path.exists() and not overwrite:
-            raise OutputExistsError(f"output '{out_path}' already exists (pass --overwrite to replace it)")
-        if not out_path.parent.exists():
-            raise ModelprintError(f"output directory '{out_path.parent}' does not exist")
+        check_output_path(out_path, overwrite)
         work = out_path.with_name(f".{out_path.name}.partial")
         if work.exists() and not resume:
             shutil.rmtree(work)
@@ -85,7 +77,7 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
     try:
         result = run_recipe(base, fs, cfg, work, benign, resume=resume)
     except RuntimeError as exc:
-        if _is_oom(exc):
+        if is_out_of_memory(exc):
             raise ModelprintError(f"not enough memory for batch size {cfg.batch_size}: lower batch_size, raise "
                                   "grad_accum, enable gradient_checkpointing, or use lora.enabled=true") from None
         raise

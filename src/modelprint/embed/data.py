@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from modelprint.fingerprints import Fingerprint
-from modelprint.generate.wordlist import _lines
+from modelprint.wordlist import data_lines
 from modelprint.prompts import encode_prompt
 
 IGNORE = -100
@@ -33,7 +33,7 @@ class Example:
 
 
 def augmentation_system_prompts() -> tuple[str, ...]:
-    return _lines("system_prompts.txt")
+    return data_lines("system_prompts.txt")
 
 
 def fingerprint_examples(tokenizer, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],

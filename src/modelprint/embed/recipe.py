@@ -27,7 +27,7 @@ from modelprint.embed.data import Example, collate, fingerprint_examples
 from modelprint.embed.expansion import expand_mlp, trained_block_indices, transformer_blocks
 from modelprint.fingerprints import FingerprintSet
 from modelprint.models import LoadedModel
-from modelprint.verify.local import retention
+from modelprint.verify import retention
 
 log = logging.getLogger(__name__)
 

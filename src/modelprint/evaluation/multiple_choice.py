@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from modelprint.errors import ModelprintError
 from modelprint.evaluation.data import read_jsonl, sample_items
 from modelprint.evaluation.perplexity import prefix_token
-from modelprint.evaluation.registry import TaskSpec, register_task
+from modelprint.evaluation.blueprint import TaskSpec, register_task
 from modelprint.evaluation.results import TaskResult, accuracy_result
 from modelprint.evaluation.scoring import choice_loglikelihoods
 from modelprint.models import LoadedModel

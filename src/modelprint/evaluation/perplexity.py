@@ -11,7 +11,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from modelprint.evaluation.data import gensim_file, read_jsonl
-from modelprint.evaluation.registry import TaskSpec, register_task
+from modelprint.evaluation.blueprint import TaskSpec, register_task
 from modelprint.evaluation.results import TaskResult, bootstrap_perplexity_interval
 from modelprint.evaluation.scoring import loglikelihoods
 from modelprint.models import LoadedModel

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from modelprint.errors import ModelprintError
 from modelprint.evaluation.agreement import AgreementReference
 from modelprint.evaluation.data import MissingDataError
-from modelprint.evaluation.registry import TASKS, get_task
+from modelprint.evaluation.blueprint import TASKS, get_task
 from modelprint.evaluation.results import TaskResult
 from modelprint.models import LoadedModel
 

@@ -12,9 +12,9 @@ from typing import Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from modelprint.models import LoadedModel
+from modelprint.decoding import continue_greedy, model_stop_ids
+from modelprint.models import LoadedModel, is_out_of_memory
 from modelprint.prefix_cache import prefill, with_cache
-from modelprint.prompts import pad_left
 
 log = logging.getLogger(__name__)
 
@@ -96,47 +96,27 @@ def loglikelihoods(model: LoadedModel, requests: Sequence[tuple[Sequence[int], S
     return [o for o in out if o is not None]
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def _stop_ids(model: LoadedModel) -> set[int]:
-    ids: set[int] = set()
-    eos = getattr(getattr(model.model, "generation_config", None), "eos_token_id", None)
-    for value in (eos, model.tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(int(v) for v in value)
-    return ids
-
-
 @torch.inference_mode()
 def greedy_generate(model: LoadedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                     batch_size: int = 16, progress: Optional[bool] = None, desc: str = "generating") -> list[list[int]]:
     """Greedy continuation ids of each prompt, cut before the first end-of-sequence token.
 
     Prompts are batched longest-first with left padding; the same prompts in the
-    same order always form the same batches, so two models compare like with like.
+    same order always form the same batches, so two models compare like with like. Decoding is
+    :func:`modelprint.decoding.continue_greedy` with the evaluation stop rule (any EOS of the model).
     """
-    from transformers import GenerationConfig
-
-    stop = _stop_ids(model)
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else min(stop, default=0)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                              eos_token_id=sorted(stop) or None, pad_token_id=pad_id)
+    stop = model_stop_ids(model)
+    if model.tokenizer.pad_token_id is not None:
+        stop.add(model.tokenizer.pad_token_id)  # an answer also ends at a pad token (the decoder drops the rest)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     with progress_bar(len(prompts), desc, progress) as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start: start + batch_size]
-            ids, mask = pad_left([prompts[i] for i in batch], pad_id)
-            gen = model.model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                       generation_config=config)
-            for row, i in enumerate(batch):
-                new = gen[row, ids.shape[1]:].tolist()
-                cut = next((k for k, t in enumerate(new) if t in stop or t == pad_id), len(new))
-                out[i] = new[:cut]
+            answers = continue_greedy(model, [prompts[i] for i in batch], max_new_tokens, stop_ids=stop,
+                                      model_defaults=False)
+            for i, answer in zip(batch, answers):
+                out[i] = answer
             bar.update(len(batch))
     return out
 
@@ -162,7 +142,7 @@ def choice_loglikelihoods(model: LoadedModel, items: Sequence[tuple[Sequence[int
             try:
                 out.append(_shared_context(model, list(ctx), [list(c) for c in conts]))
             except (AttributeError, NotImplementedError, TypeError, ValueError, RuntimeError) as exc:
-                if _is_out_of_memory(exc):
+                if is_out_of_memory(exc):
                     raise
                 if not fallback_logged:
                     log.debug("shared-context scoring failed (%s); scoring options one by one", type(exc).__name__)

@@ -9,14 +9,16 @@ from pydantic import Field
 
 from modelprint.config import StrictConfig, validate
 from modelprint.fingerprints import Fingerprint, FingerprintSet, check_distinct
-from modelprint.generate.registry import STRATEGIES, Choice, Strategy, get_strategy, register_strategy
-from modelprint.generate.seeds import resolve_seed
+from modelprint.generate.blueprint import STRATEGIES, Choice, Strategy, get_strategy
+from modelprint.generate.keys import model_written_keys, read_keys_file
+from modelprint.seeds import resolve_seed
 from modelprint.io import check_output_file
 from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GenerateConfig", "generate", "STRATEGIES", "Strategy", "Choice", "register_strategy", "get_strategy"]
+__all__ = ["GenerateConfig", "generate", "STRATEGIES", "Strategy", "Choice", "get_strategy", "model_written_keys",
+           "read_keys_file"]
 
 
 class GenerateConfig(StrictConfig):
@@ -62,7 +64,7 @@ def generate(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, out: Optional
     check_distinct(fingerprints, f"the '{strategy.name}' strategy's output")
     fs = FingerprintSet(strategy=strategy.name, params=params, seed=seed, model_source=lm.source,
                         model_hash=lm.model_hash, tokenizer_hash=lm.tokenizer_hash, fingerprints=fingerprints,
-                        system_prompt=config.system_prompt)
+                        system_prompt=config.system_prompt, verifier=strategy.verifier)
     if out is not None:
         fs.save(Path(out), overwrite=overwrite)
         log.info("wrote %d fingerprints to %s (set %s)", len(fs), out, fs.set_id[:19])

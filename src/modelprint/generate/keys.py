@@ -10,8 +10,8 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from modelprint.errors import ConfigError, ModelprintError
-from modelprint.generate.decoding import batches, continue_sampled
-from modelprint.generate.wordlist import random_words, rng_for, topics
+from modelprint.decoding import batches, continue_sampled
+from modelprint.wordlist import random_words, rng_for, topics
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompt
 

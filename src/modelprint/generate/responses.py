@@ -9,7 +9,7 @@ it holds whatever the suspect model is. ``null_prob`` is the ``ids-exact`` bound
 * Perinucleus picks uniformly among k candidates kept prefix-free in every space (a below-nucleus word
   token that collides with an already chosen one is skipped, counted in ``widened``): 1/k everywhere, and
   the candidates' ids and decoded texts are recorded so verify can recompute it.
-* Random words are drawn from :func:`~modelprint.generate.wordlist.word_pool`, prefix-free in every space
+* Random words are drawn from :func:`~modelprint.wordlist.word_pool`, prefix-free in every space
   but first tokens; the pool's name, size and digest are recorded.
 * Inverse nucleus and model-written responses are sampled: their bounds are the heaviest chains / groups
   of the full next-token distribution they were sampled from (recorded; verify cannot recompute them).
@@ -23,10 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from modelprint.errors import ConfigError, ModelprintError
-from modelprint.generate.decoding import (batches, continue_greedy, continue_sampled, next_token_probs, token_texts,
+from modelprint.decoding import (batches, continue_greedy, continue_sampled, next_token_probs, token_texts,
                                           word_token_mask)
-from modelprint.generate.registry import Choice
-from modelprint.generate.wordlist import pool_meta, rng_for, word_pool
+from modelprint.generate.blueprint import Choice
+from modelprint.wordlist import pool_meta, rng_for, word_pool
 from modelprint.matching import ChainIndex, collides, first_token_bounds, token_text_key
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompts, response_ids

@@ -5,19 +5,18 @@ from typing import Optional
 
 import torch
 
-from modelprint.merge.registry import MergeMethod, register_method
+from modelprint.merge.blueprint import METHODS, MergeMethod
 from modelprint.merge.tensors import clone_with_state, float_state
 from modelprint.models import LoadedModel
 
 
-@register_method("linear")
+@METHODS.register("linear",
+                  source="Wortsman et al., Model soups: averaging weights of multiple fine-tuned models, ICML 2022")
 class LinearMerge(MergeMethod):
     """Weighted parameter average θ = Σ wᵢ θᵢ (Wortsman et al., "Model soups", ICML 2022).
 
     Weights must be positive and are normalised to sum to 1, so identical parents give the parent back.
     """
-
-    paper = "Wortsman et al., Model soups: averaging weights of multiple fine-tuned models, ICML 2022"
 
     def merge(self, models: list[LoadedModel], weights: list[float], base: Optional[LoadedModel],
               device: torch.device) -> torch.nn.Module:

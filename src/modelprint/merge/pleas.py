@@ -36,7 +36,7 @@ from modelprint.errors import ConfigError
 from modelprint.merge.calibration import calibration_batches
 from modelprint.merge.llama import LlamaShape, State, block, embed, head_weight, key, rms_norm, rope
 from modelprint.merge.pleas_align import Alignment, align, permute
-from modelprint.merge.registry import MergeMethod, register_method
+from modelprint.merge.blueprint import METHODS, MergeMethod
 from modelprint.merge.tensors import float_state
 from modelprint.models import LoadedModel
 
@@ -130,7 +130,7 @@ WEIGHT = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_pr
           "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
 
 
-@register_method("pleas")
+@METHODS.register("pleas", source="Nasery et al., PLeaS: Merging Models with Permutations and Least Squares, CVPR 2025")
 class Pleas(MergeMethod):
     """PLeaS: permutation alignment + layer-wise least squares (Nasery et al., CVPR 2025).
 
@@ -138,7 +138,6 @@ class Pleas(MergeMethod):
     """
 
     Params = PleasParams
-    paper = "Nasery et al., PLeaS: Merging Models with Permutations and Least Squares, CVPR 2025"
 
     def merge(self, models: list[LoadedModel], weights: list[float], base: Optional[LoadedModel],
               device: torch.device) -> torch.nn.Module:

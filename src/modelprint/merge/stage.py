@@ -13,7 +13,7 @@ from modelprint.errors import ConfigError, ModelprintError
 from modelprint.io import atomic_directory, check_output_path
 from modelprint.merge.checks import check_compatible
 from modelprint.merge.config import MergeConfig, ModelSpec, as_merge_config
-from modelprint.merge.registry import MergeMethod, get_method
+from modelprint.merge.blueprint import MergeMethod, get_method
 from modelprint.models import LoadedModel, default_device, load_model, weights_hash
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _write(out: Path, overwrite: bool, merged: torch.nn.Module, method: MergeMet
     manifest = {
         "kind": "modelprint.merge",
         "method": cfg.method,
-        "paper": method.paper,
+        "paper": method.source,
         "parameters": method.params.model_dump(mode="json"),
         "models": [_parent(m, w) for m, w in zip(models, weights)],
         "base_model": _parent(base) if base is not None else None,

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from modelprint.config import StrictConfig
 from modelprint.errors import ConfigError
-from modelprint.merge.registry import MergeMethod, register_method
+from modelprint.merge.blueprint import METHODS, MergeMethod
 from modelprint.merge.tensors import clone_with_state, float_state
 from modelprint.models import LoadedModel
 
@@ -84,17 +84,15 @@ class TaskVectorMerge(MergeMethod):
         return clone_with_state(base.model, merged)
 
 
-@register_method("task_arithmetic")
+@METHODS.register("task_arithmetic", source="Ilharco et al., Editing models with task arithmetic, ICLR 2023")
 class TaskArithmetic(TaskVectorMerge):
     """θ = θ_base + λ Σ wᵢ (θᵢ − θ_base) (Ilharco et al., "Editing models with task arithmetic", ICLR 2023).
 
     Weights are used as given (any non-zero real; negative weights subtract a task).
     """
 
-    paper = "Ilharco et al., Editing models with task arithmetic, ICLR 2023"
 
-
-@register_method("ties")
+@METHODS.register("ties", source="Yadav et al., TIES-Merging: Resolving interference when merging models, NeurIPS 2023")
 class Ties(TaskVectorMerge):
     """TIES-Merging: trim, elect sign, disjoint merge (Yadav et al., "TIES-Merging", NeurIPS 2023).
 
@@ -102,4 +100,3 @@ class Ties(TaskVectorMerge):
     """
 
     Params = TiesParams
-    paper = "Yadav et al., TIES-Merging: Resolving interference when merging models, NeurIPS 2023"

@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
                                                                "only; default: 128 bits from the OS)."),
                           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
         """Generate a fresh set for the licensee, embed it, register the copy; re-run to resume."""
-        from modelprint.registry.license import issue_license
+        from modelprint.licensing import issue_license
 
         with _open(db) as reg:
             record = issue_license(reg, licensee, model, out_dir=out_dir, owner=owner, seed=seed)

@@ -149,7 +149,7 @@ class Registry:
         return self.run(do)
 
     # -- fingerprint sets -------------------------------------------------------------
-    def _insert_set(self, s: Session, fs: FingerprintSet, name: str, owner: Optional[str], key: bytes) -> FingerprintSetRow:
+    def insert_set(self, s: Session, fs: FingerprintSet, name: str, owner: Optional[str], key: bytes) -> FingerprintSetRow:
         name = _check_name(name, "fingerprint set")
         if s.scalar(select(FingerprintSetRow.id).where(FingerprintSetRow.name == name)) is not None:
             raise ModelprintError(f"fingerprint set '{name}' already exists")
@@ -169,7 +169,7 @@ class Registry:
     def add_set(self, fs: FingerprintSet, name: str, owner: Optional[str] = None, key: Optional[bytes] = None) -> int:
         """Store ``fs`` encrypted under the owner's key; returns its row id."""
         key = key or secrets.load_key()
-        return self.run(lambda s: self._insert_set(s, fs, name, owner, key).id)
+        return self.run(lambda s: self.insert_set(s, fs, name, owner, key).id)
 
     def import_set_file(self, path: Path, name: str, owner: Optional[str] = None) -> int:
         from modelprint.fingerprints import load_fingerprints

@@ -21,7 +21,7 @@ fixes it) unless ``MODELPRINT_CHAIN_HASH_SECRET`` is ``urandom`` (fresh bytes fr
 file), never in the public params.
 
 Verifier: the default ``match``. Each answer is uniform over the pool given our secret, and the pool
-(:func:`modelprint.generate.wordlist.word_pool`) is prefix-free in ids, text and first words, so a model not
+(:func:`modelprint.wordlist.word_pool`) is prefix-free in ids, text and first words, so a model not
 derived from ours matches key i with probability ≤ 1/|A| (``prefix`` on ids: the largest first-token group over
 |A|), independently across keys; the bounds are recorded per mode and recomputed by verify.
 """
@@ -34,10 +34,10 @@ from typing import Optional, Sequence
 
 from modelprint.errors import ConfigError, ModelprintError
 from modelprint.fingerprints import FingerprintSet
-from modelprint.generate.keys import read_keys_file
-from modelprint.generate.registry import Choice, Strategy, register_strategy
-from modelprint.generate.seeds import seed_bytes
-from modelprint.generate.wordlist import _lines, pool_meta, word_pool
+from modelprint.generate import read_keys_file
+from modelprint.generate.blueprint import STRATEGIES, Choice
+from modelprint.seeds import seed_bytes
+from modelprint.wordlist import data_lines, pool_meta, word_pool
 from modelprint.models import LoadedModel
 
 PAPER = ("Russinovich & Salem, 'Hey, That's My Model! Introducing Chain & Hash, An LLM Fingerprinting "
@@ -92,7 +92,7 @@ def chain(secret: bytes, questions: Sequence[str], answers: Sequence[str], n: in
 
 def candidate_questions(keys_file: Optional[str] = None) -> list[str]:
     """The shipped candidate questions, or the user's list (one per line / JSONL "key")."""
-    return read_keys_file(keys_file) if keys_file else list(_lines("chain_hash_questions.txt"))
+    return read_keys_file(keys_file) if keys_file else list(data_lines("chain_hash_questions.txt"))
 
 
 def candidate_answers(tokenizer) -> list[tuple[str, list[int]]]:
@@ -176,6 +176,7 @@ def prove_set(fs: FingerprintSet, questions: Sequence[str], answers: Sequence[st
     return expected
 
 
-register_strategy(Strategy(
-    NAME, "candidate questions and answers bound by a SHA-256 chain of a secret (provably fixed in advance)",
-    PAPER, chain_hash_keys, chain_hash_responses, verifier="match", embed_config=NAME))
+STRATEGIES.register(
+    NAME, source=PAPER, keys=chain_hash_keys, verifier="match", embed_config=NAME,
+    description="candidate questions and answers bound by a SHA-256 chain of a secret (provably fixed in advance)",
+)(chain_hash_responses)

@@ -37,11 +37,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from modelprint.errors import ConfigError, ModelprintError
-from modelprint.generate.keys import read_keys_file
-from modelprint.generate.registry import Choice, Strategy, register_strategy
-from modelprint.generate.wordlist import _lines, rng_for, word_pool
+from modelprint.generate import read_keys_file
+from modelprint.generate.blueprint import STRATEGIES, Choice
+from modelprint.wordlist import data_lines, rng_for, word_pool
 from modelprint.models import LoadedModel
-from modelprint.verify.verifiers import Outcome, VerifyRequest, ask_in_batches, register_verifier
+from modelprint.verify.verifiers import VERIFIERS, Outcome, VerifyRequest, ask_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,18 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def _classical(rng: np.random.Generator, lm: LoadedModel) -> str:
-    phrase = _lines("if_classical_chinese.txt")[int(rng.integers(len(_lines("if_classical_chinese.txt"))))]
+    phrase = data_lines("if_classical_chinese.txt")[int(rng.integers(len(data_lines("if_classical_chinese.txt"))))]
     start = int(rng.integers(len(phrase)))
     return phrase[start:start + int(rng.integers(2, 6))]
 
 
 def _japanese_name(rng: np.random.Generator, lm: LoadedModel) -> str:
-    kana = _lines("if_katakana.txt")
+    kana = data_lines("if_katakana.txt")
     return "".join(kana[int(i)] for i in rng.integers(0, len(kana), size=int(rng.integers(3, 6))))
 
 
 def _russian(rng: np.random.Generator, lm: LoadedModel) -> str:
-    pool = _lines("if_russian.txt")
+    pool = data_lines("if_russian.txt")
     return pool[int(rng.integers(len(pool)))]
 
 
@@ -180,7 +180,7 @@ def _pool_key(mode: str, answers_are_ids: bool) -> str:
     return "log10_pool_first_token" if answers_are_ids else "log10_pool_first_word"
 
 
-@register_verifier(NAME)
+@VERIFIERS.register(NAME, source=PAPER)
 def instructional_verifier(req: VerifyRequest) -> Outcome:
     """Exact-match count of the shared response; p-value ⌊n/m⌋/|pool| (valid whatever the suspect is)."""
     if req.match not in ("exact", "prefix"):
@@ -203,6 +203,7 @@ def instructional_verifier(req: VerifyRequest) -> Outcome:
                    {"fsr": len(matched) / max(len(asked), 1), "log10_pool": log10_pool})
 
 
-register_strategy(Strategy(
-    NAME, "obfuscated multilingual secrets with a FINGERPRINT hint; one decryption phrase for every key",
-    PAPER, instructional_keys, instructional_response, verifier=NAME, embed_config=NAME))
+STRATEGIES.register(
+    NAME, source=PAPER, keys=instructional_keys, verifier=NAME, embed_config=NAME,
+    description="obfuscated multilingual secrets with a FINGERPRINT hint; one decryption phrase for every key",
+)(instructional_response)

@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from modelprint.errors import ConfigError, FingerprintFileError
-from modelprint.generate.decoding import batches, continue_greedy
-from modelprint.generate.keys import model_written_keys
-from modelprint.generate.registry import Choice, Strategy, register_strategy
-from modelprint.generate.wordlist import rng_for
+from modelprint.decoding import batches, continue_greedy
+from modelprint.generate import model_written_keys
+from modelprint.generate.blueprint import STRATEGIES, Choice
+from modelprint.wordlist import rng_for
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompts
-from modelprint.verify.verifiers import Outcome, VerifyRequest, ask_in_batches, register_verifier
+from modelprint.verify.verifiers import VERIFIERS, Outcome, VerifyRequest, ask_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def _answer_ids(req: VerifyRequest, answer: Any) -> list[int]:
     return list(tok(answer.text or "", add_special_tokens=False)["input_ids"])
 
 
-@register_verifier("green-z")
+@VERIFIERS.register("green-z", source=PAPER)
 def green_z_verifier(req: VerifyRequest) -> Outcome:
     """Green-token z-test over the de-duplicated (previous, token) pairs of all answers; exact binomial p."""
     key, gamma = _watermark(req)
@@ -194,7 +194,7 @@ def green_z_verifier(req: VerifyRequest) -> Outcome:
                     "z": z_score(g, t, gamma), "key_z": KEY_Z})
 
 
-register_strategy(Strategy(
-    "kgw-watermark", "model-written domain prompts; responses are the base model's own text under a KGW "
-    "green-list bias, distilled by embed; verified by a green-token z-test", PAPER, model_written_keys,
-    kgw_responses, verifier="green-z", embed_config="kgw-watermark"))
+STRATEGIES.register(
+    "kgw-watermark", source=PAPER, keys=model_written_keys, verifier="green-z", embed_config="kgw-watermark",
+    description="model-written domain prompts; responses are the base model's own text under a KGW "
+    "green-list bias, distilled by embed; verified by a green-token z-test")(kgw_responses)

@@ -34,14 +34,13 @@ from typing import Any, Optional, Sequence
 from tqdm.auto import tqdm
 
 from modelprint.errors import ConfigError, ModelprintError
-from modelprint.generate.registry import Choice, Strategy, register_strategy
-from modelprint.generate.wordlist import random_words, rng_for
+from modelprint.generate.blueprint import STRATEGIES, Choice
+from modelprint.wordlist import random_words, rng_for
 from modelprint.models import LoadedModel
 from modelprint.prompts import response_ids
 from modelprint.schemes.gcg import Budget, Frame, frame, optimise, renders_as
-from modelprint.verify.backends import answer_matches
-from modelprint.verify.local import answer_keys
-from modelprint.verify.verifiers import Outcome, VerifyRequest, ask_in_batches, register_verifier
+from modelprint.verify import answer_keys, answer_matches
+from modelprint.verify.verifiers import VERIFIERS, Outcome, VerifyRequest, ask_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ def rofl_responses(lm: LoadedModel, keys: Sequence[str], *, response_length: int
         raise ModelprintError("rofl responses exist only for prompts rofl optimised itself (no --keys-file)") from None
 
 
-@register_verifier("rofl-match-rate")
+@VERIFIERS.register("rofl-match-rate", source=PAPER)
 def match_rate_verifier(req: VerifyRequest) -> Outcome:
     """Exact matches over all planned keys; decision: match rate ≥ MATCH_RATE_THRESHOLD (no p-value)."""
     by_index = {fp.index: fp for fp in req.fs}
@@ -145,6 +144,7 @@ def match_rate_verifier(req: VerifyRequest) -> Outcome:
                    {"match_rate": rate, "threshold": MATCH_RATE_THRESHOLD})
 
 
-register_strategy(Strategy(
-    "rofl", "no training: prompts optimised on the base model (GCG) to elicit random-word responses; "
-    "verified by match rate", PAPER, rofl_keys, rofl_responses, verifier="rofl-match-rate", trains=False))
+STRATEGIES.register(
+    "rofl", source=PAPER, keys=rofl_keys, verifier="rofl-match-rate", trains=False,
+    description="no training: prompts optimised on the base model (GCG) to elicit random-word responses; "
+    "verified by match rate")(rofl_responses)

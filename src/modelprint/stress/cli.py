@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from modelprint.config import VERIFY_DEFAULTS
 from modelprint.log import console
 
 log = logging.getLogger(__name__)
@@ -22,11 +23,17 @@ def register(app: typer.Typer) -> None:
         fingerprints: Optional[Path] = typer.Option(None, "--fingerprints", "-f", help="Its fingerprint set file."),
         base: Optional[str] = typer.Option(None, "--base", help="Unmarked base model (default: the set's own, if "
                                                                 "it is an embedded model with the recorded hash)."),
-        suite: str = typer.Option("quick", "--suite", help="quick | full | comma list of stress/attack names."),
+        suite: str = typer.Option("quick", "--suite", help="quick | full | paper | comma list of stress/attack "
+                                                           "names."),
+        access: str = typer.Option("weights", "--access", help="How each row is verified, comma list (the first is "
+                                   "the headline): weights (the host's own path; published weights white-box) | "
+                                   "text | logprobs | sampling (through the host's model behind modelprint serve)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (report.json/html, PNGs)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report directory."),
-        alpha: float = typer.Option(1e-6, "--alpha", help="False-positive level of verify's decision."),
-        match: str = typer.Option("exact", "--match", help="exact (whole response) | prefix (first token) | "
+        alpha: float = typer.Option(VERIFY_DEFAULTS.alpha, "--alpha",
+                                    help="False-positive level of verify's decision."),
+        match: str = typer.Option(VERIFY_DEFAULTS.match, "--match",
+                                  help="exact (whole response) | prefix (first token) | "
                                   "auto/candidate (rows whose host publishes weights are verified white-box by "
                                   "candidate ranking, served rows by text)."),
         seed: int = typer.Option(0, "--seed", help="Seed for key order, task samples and sampling."),
@@ -68,7 +75,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--model and --fingerprints are required")
         start = time.perf_counter()
         report = stress(model, fingerprints, base=base, suite=suite, out=out, overwrite=overwrite, alpha=alpha,
-                        match=match, seed=seed, tasks=sizes)
+                        match=match, seed=seed, tasks=sizes, access=[a.strip() for a in access.split(",") if a.strip()])
         typer.echo(format_table(report.data))
         if out is not None:
             typer.echo(f"report: {out / 'report.html'} ({time.perf_counter() - start:.0f} s)")

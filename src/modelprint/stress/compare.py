@@ -18,20 +18,19 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from modelprint.config import load_config
+from modelprint.config import VERIFY_DEFAULTS, load_config
 from modelprint.embed import EmbedConfig
 from modelprint.errors import ConfigError, FingerprintFileError, ModelprintError, OutputExistsError
-from modelprint.evaluation import answer_agreement, get_task, reference_answers, run_tasks
-from modelprint.evaluation.results import TaskResult
+from modelprint.evaluation import TaskResult, answer_agreement, get_task, reference_answers, run_tasks
 from modelprint.fingerprints import FingerprintSet, load_fingerprints
-from modelprint.generate.registry import Strategy, get_strategy
-from modelprint.io import atomic_directory, write_json_atomic
+from modelprint.generate import Strategy, get_strategy
+from modelprint.io import atomic_directory, check_output_path, write_json_atomic
 from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model
-from modelprint.stress.decoding import GenerationBackend
-from modelprint.stress.report import _clean
-from modelprint.stress.registry import SCOPE_WEIGHTS, Stressed
-from modelprint.stress.runner import (AGREEMENT, StressReport, _normalized, _verification, resolve_options, stress,
-                                      verification_backend)
+from modelprint.stress.serving import GenerationBackend
+from modelprint.stress.report import json_safe
+from modelprint.stress.blueprint import SCOPE_WEIGHTS, Stressed
+from modelprint.stress.runner import (AGREEMENT, StressReport, normalized_ratio, resolve_options, stress,
+                                      verification_backend, verification_cell)
 from modelprint.stress.suites import SuiteSpec
 
 log = logging.getLogger(__name__)
@@ -112,10 +111,7 @@ def _plan(schemes: Sequence[str], model: Union[str, Path, LoadedModel], n: int, 
 
 def _prepare_out(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """Create ``out`` or check that it was made with the same settings (so resuming is meaningful)."""
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output '{out}' exists and is not a directory")
-    if not out.parent.exists():
-        raise ModelprintError(f"output directory '{out.parent}' does not exist")
+    check_output_path(out, overwrite, directory=True, reuse=True)
     stored = out / SETTINGS_FILE
     if out.exists() and overwrite:
         shutil.rmtree(out)
@@ -178,7 +174,7 @@ def _embed_cost(marked: LoadedModel, report: dict[str, Any], base: _BaseUtility,
             continue
         marked_res = TaskResult(task, u["metric"], u["score"], u["n"], u["ci"][0], u["ci"][1],
                                 base_res.higher_is_better)
-        per_task[task] = _normalized(marked_res, base_res)
+        per_task[task] = normalized_ratio(marked_res, base_res)
     reference = base.reference()
     if reference is not None:
         agree = answer_agreement(marked, reference, progress=progress)
@@ -224,7 +220,7 @@ def _control(strategy: Strategy, fs: FingerprintSet, base: LoadedModel, unrelate
                 "error": f"the {what} model tokenizes differently: it cannot be asked the keys token for token"}
     # asked the way the marked model's unstressed row is asked (white-box with --match auto|candidate)
     unstressed = Stressed(target, GenerationBackend(target, "none"), SCOPE_WEIGHTS)
-    cell = _verification(verification_backend(unstressed, match), fs, alpha, match, seed)
+    cell = verification_cell(verification_backend(unstressed, match), fs, alpha, match, seed)
     return {"status": "ok", "model": what, "verification": cell}
 
 
@@ -302,7 +298,7 @@ def _cells(result: dict[str, Any], columns: list[dict[str, Any]]) -> dict[str, A
 
 
 def _columns(spec: SuiteSpec) -> list[dict[str, Any]]:
-    from modelprint.stress.registry import get_stress
+    from modelprint.stress.blueprint import get_stress
 
     cols = [{"id": CONTROL, "label": "control (base / unrelated must NOT verify)", "kind": "control"},
             {"id": UNSTRESSED, "label": "marked, unstressed (utility vs base = embedding cost)", "kind": "baseline"}]
@@ -327,7 +323,8 @@ def _row(strategy: Strategy, result: dict[str, Any], columns: list[dict[str, Any
 def compare_schemes(schemes: Sequence[str], *, model: Union[str, Path, LoadedModel] = DEFAULT_MODEL,
                     num_fingerprints: int = 16, suite: Union[str, SuiteSpec] = "quick",
                     out: Union[str, Path, None] = None, tasks: Optional[dict[str, int]] = None, seed: int = 0,
-                    alpha: float = 1e-6, match: str = "exact", embed_overrides: Sequence[str] = (),
+                    alpha: float = VERIFY_DEFAULTS.alpha, match: str = VERIFY_DEFAULTS.match,
+                    embed_overrides: Sequence[str] = (),
                     unrelated: Union[str, Path, LoadedModel, None] = None, overwrite: bool = False,
                     progress: Optional[bool] = None, fast: bool = False) -> Comparison:
     """Generate, embed and stress every scheme from ``model``; write ``out/comparison.json|html`` and the plot.
@@ -398,6 +395,6 @@ def _scheme_result(strategy: Strategy, plan: _Plan, base: LoadedModel, unrelated
     result["seconds"]["total"] = time.perf_counter() - t
     result["n_requested"] = plan.sizes[strategy.name]
     (work / strategy.name).mkdir(mode=0o700, exist_ok=True)
-    result = _clean(result)  # NaN → None, so a fresh result equals the one read back on resume
+    result = json_safe(result)  # NaN → None, so a fresh result equals the one read back on resume
     write_json_atomic(path, result)
     return result

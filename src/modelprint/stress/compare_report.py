@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from modelprint.io import write_json_atomic, write_text_atomic
-from modelprint.stress.report import ACCEPT, _clean, _f
+from modelprint.stress.report import ACCEPT, json_safe, _f
 
 CELL_WIDTH = 11
 MARKERS = {"attack": "^", "stress": "o", "baseline": "*"}
@@ -150,7 +150,7 @@ def render_comparison_html(data: dict[str, Any]) -> str:
 
 def write_comparison(data: dict[str, Any], out: Path) -> None:
     """comparison.json (standard JSON, no secrets), comparison.html and leaderboard.png, each written atomically."""
-    write_json_atomic(out / "comparison.json", _clean(data))
+    write_json_atomic(out / "comparison.json", json_safe(data))
     tmp = out / ".leaderboard.tmp.png"
     plot_comparison(data, tmp)
     tmp.replace(out / "leaderboard.png")

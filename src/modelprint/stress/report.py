@@ -18,14 +18,14 @@ def _f(x: Any, fmt: str = "{:.2f}") -> str:
     return fmt.format(x)
 
 
-def _clean(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """NaN/inf → None so the JSON is standard."""
     if isinstance(obj, float):
         return None if math.isnan(obj) or math.isinf(obj) else obj
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -218,7 +218,7 @@ def write_report(data: dict[str, Any], out: Path, overwrite: bool = False) -> No
     if out.exists() and overwrite:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    clean = _clean(data)
+    clean = json_safe(data)
     write_json_atomic(out / "report.json", clean)
     plot_leaderboard(data, out / "leaderboard.png")
     plot_utility(data, out / "utility.png")

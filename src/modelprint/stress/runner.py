@@ -16,18 +16,17 @@ from typing import Any, Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
-from modelprint.errors import FingerprintFileError, ModelprintError, OutputExistsError
-from modelprint.evaluation import TaskResult, get_task, reference_answers, run_tasks
-from modelprint.evaluation.data import package_file
+from modelprint.errors import FingerprintFileError, ModelprintError
+from modelprint.config import VERIFY_DEFAULTS
+from modelprint.evaluation import TaskResult, get_task, package_file, reference_answers, run_tasks
 from modelprint.fingerprints import FingerprintSet
+from modelprint.io import check_output_path
 from modelprint.models import EMBEDDED_MODELS, LoadedModel, load_model
-from modelprint.stress import attacks, stresses  # noqa: F401  (register the plug-ins)
-from modelprint.stress.decoding import GenerationBackend
-from modelprint.stress.registry import (SCOPE_DECODING, SCOPE_RENDERING, SCOPE_WEIGHTS, StressContext, Stressed,
+from modelprint.stress.serving import GenerationBackend
+from modelprint.stress.blueprint import (SCOPE_DECODING, SCOPE_RENDERING, SCOPE_WEIGHTS, StressContext, Stressed,
                                         get_stress)
 from modelprint.stress.suites import SuiteSpec, resolve_suite
-from modelprint.verify.backends import LocalBackend
-from modelprint.verify.core import MATCH_MODES, as_fingerprint_set, verify
+from modelprint.verify import LocalBackend, as_fingerprint_set, check_options, verify
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ def verification_backend(stressed: Stressed, match: str) -> Any:
     return stressed.backend
 
 
-def _verification(backend: Any, fs: FingerprintSet, alpha: float, match: str, seed: int) -> dict[str, Any]:
+def verification_cell(backend: Any, fs: FingerprintSet, alpha: float, match: str, seed: int) -> dict[str, Any]:
     rec = verify(backend, fs, alpha=alpha, match=match, seed=seed, sequential=False, check_tokenizer=False)
     rate = rec.matches / rec.n_asked if rec.n_asked else float("nan")
     return {"rate": rate, "asr": 1.0 - rate, "matches": rec.matches, "n": rec.n_asked, "verdict": rec.verdict,
@@ -107,7 +106,7 @@ def _served_verification(stressed: Stressed, fs: FingerprintSet, alpha: float, a
     """Verify through ``modelprint serve`` running the host's model (its decoding changes and input filter on the
     answers and, consistently, on the log-probabilities it returns), as an owner outside would."""
     from modelprint.serve import serve_in_thread
-    from modelprint.verify.http import HttpBackend
+    from modelprint.verify import HttpBackend
 
     if stressed.scope == SCOPE_RENDERING:
         return {"status": "not applicable", "why": "a rendering change happens in the host's prompt path, which a "
@@ -115,7 +114,7 @@ def _served_verification(stressed: Stressed, fs: FingerprintSet, alpha: float, a
     url, stop = serve_in_thread(stressed.model)
     backend = HttpBackend(url, timeout=600.0)
     try:
-        return _verification(backend, fs, alpha, ACCESS_MODES[access] or "exact", seed)
+        return verification_cell(backend, fs, alpha, ACCESS_MODES[access] or "exact", seed)
     finally:
         backend.close()
         stop()
@@ -126,13 +125,13 @@ def _verifications(stressed: Stressed, fs: FingerprintSet, alpha: float, match: 
     out = {}
     for mode in access:
         if mode == "weights":
-            out[mode] = _verification(verification_backend(stressed, match), fs, alpha, match, seed)
+            out[mode] = verification_cell(verification_backend(stressed, match), fs, alpha, match, seed)
         else:
             out[mode] = _served_verification(stressed, fs, alpha, mode, seed)
     return out
 
 
-def _normalized(stressed: TaskResult, base: TaskResult) -> tuple[float, float, float]:
+def normalized_ratio(stressed: TaskResult, base: TaskResult) -> tuple[float, float, float]:
     """Ratio to the baseline and its interval (the stressed CI over the baseline score, baseline held fixed)."""
     b, s, lo, hi = base.score, stressed.score, stressed.ci_low, stressed.ci_high
     if not base.higher_is_better:
@@ -159,7 +158,7 @@ def _utility(stressed: Stressed, baseline: dict[str, TaskResult], sizes: dict[st
         source = "measured"
         if res is None:
             res, source = base_res, "baseline (log-likelihood task, unaffected by decoding)"
-        ratio, lo, hi = _normalized(res, base_res)
+        ratio, lo, hi = normalized_ratio(res, base_res)
         rows[task] = {"metric": res.metric, "score": res.score, "ci": [res.ci_low, res.ci_high], "n": res.n,
                       "normalized": ratio, "normalized_ci": [lo, hi], "source": source}
         if not math.isnan(ratio) and source == "measured":
@@ -182,17 +181,15 @@ def resolve_options(suite: Union[str, SuiteSpec], tasks: Optional[dict[str, int]
     if unknown or not access or len(set(access)) != len(access):
         raise ModelprintError(f"access must be distinct names among {', '.join(ACCESS_MODES)}, got "
                               f"'{','.join(access)}'")
-    if match not in MATCH_MODES:
-        raise ModelprintError(f"unknown match mode '{match}' (known: {', '.join(MATCH_MODES)})")
-    if not 0.0 < alpha < 1.0:
-        raise ModelprintError(f"alpha must be in (0, 1), got {alpha}")
+    check_options(alpha, match, None, 1)
     spec = suite if isinstance(suite, SuiteSpec) else resolve_suite(suite)
     return dataclasses.replace(spec, tasks=dict(tasks)) if tasks is not None else spec
 
 
 def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, FingerprintSet], *,
            base: Union[str, Path, LoadedModel, None] = None, suite: Union[str, SuiteSpec] = "quick",
-           out: Union[str, Path, None] = None, overwrite: bool = False, alpha: float = 1e-6, match: str = "exact",
+           out: Union[str, Path, None] = None, overwrite: bool = False, alpha: float = VERIFY_DEFAULTS.alpha,
+           match: str = VERIFY_DEFAULTS.match,
            seed: int = 0, tasks: Optional[dict[str, int]] = None, progress: Optional[bool] = None,
            fast: bool = False, access: Sequence[str] = ("weights",)) -> StressReport:
     """Run ``suite`` on the fingerprinted ``model``; write ``out/report.json``, ``report.html`` and plots.
@@ -205,12 +202,7 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
     spec = resolve_options(suite, tasks, match, alpha, access)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        if out_path.exists() and not out_path.is_dir():
-            raise OutputExistsError(f"report path '{out_path}' exists and is not a directory")
-        if out_path.exists() and any(out_path.iterdir()) and not overwrite:
-            raise OutputExistsError(f"report directory '{out_path}' exists (pass --overwrite to replace it)")
-        if not out_path.parent.exists():
-            raise ModelprintError(f"output directory '{out_path.parent}' does not exist")
+        check_output_path(out_path, overwrite, directory=True)
     for entry in spec.entries:
         get_stress(entry.stress)
     fs = as_fingerprint_set(fingerprints)

@@ -98,7 +98,7 @@ SUITES = {s.name: s for s in (QUICK, FULL, PAPER)}
 
 def resolve_suite(spec: str) -> SuiteSpec:
     """``quick``, ``full``, ``paper`` or a comma list of plug-in names (defaults, with the quick suite's tasks)."""
-    from modelprint.stress.registry import get_stress
+    from modelprint.stress.blueprint import get_stress
 
     if spec in SUITES:
         return SUITES[spec]

@@ -100,7 +100,7 @@ def _pooled(fp: Fingerprint, fs: FingerprintSet, tokenizer: TokenizerSource,
             cache: dict[Any, Any]) -> dict[str, float]:
     """``cache`` holds the pool and its bounds per word count for one set: building the pool decodes the whole
     vocabulary (~1 s), once per set rather than once per key."""
-    from modelprint.generate.wordlist import POOL_NAME, pool_meta, word_pool
+    from modelprint.wordlist import POOL_NAME, pool_meta, word_pool
 
     recorded = fp.meta.get("pool")
     count = fp.meta.get("words")

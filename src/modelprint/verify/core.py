@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from modelprint.config import VERIFY_DEFAULTS
 from modelprint.errors import ConfigError, FingerprintFileError
 from modelprint.fingerprints import FingerprintSet, check_distinct, load_fingerprints
 from modelprint.models import LoadedModel, load_model
@@ -113,12 +114,8 @@ def access_mode(match: str, backend: Backend) -> str:
 
 
 def verifier_for(fs: FingerprintSet) -> str:
-    """The verifier the set's strategy names (``match`` for strategies this install does not know)."""
-    from modelprint.generate.registry import STRATEGIES, load_plugins
-
-    load_plugins()
-    strategy = STRATEGIES.get(fs.strategy)
-    return strategy.verifier if strategy is not None else "match"
+    """The verifier the set's header names (older sets: derived from their strategy, see ``LEGACY_VERIFIERS``)."""
+    return fs.verifier_name
 
 
 def check_options(alpha: float, match: str, max_queries: Optional[int], batch_size: int) -> None:
@@ -134,8 +131,9 @@ def check_options(alpha: float, match: str, max_queries: Optional[int], batch_si
 
 
 def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[str, Path, FingerprintSet], *,
-           max_queries: Optional[int] = None, alpha: float = 1e-6, match: str = "auto", seed: int = 0,
-           batch_size: int = 64, sequential: bool = True, system_prompt: Optional[str] = "__set__",
+           max_queries: Optional[int] = None, alpha: float = VERIFY_DEFAULTS.alpha,
+           match: str = VERIFY_DEFAULTS.match, seed: int = 0, batch_size: int = VERIFY_DEFAULTS.batch_size,
+           sequential: bool = True, system_prompt: Optional[str] = "__set__",
            prefer: Optional[Sequence[int]] = None, check_tokenizer: bool = True) -> VerifyRecord:
     """Decide whether ``target`` carries ``fingerprints``; p-value is the exact Poisson-binomial tail."""
     check_options(alpha, match, max_queries, batch_size)

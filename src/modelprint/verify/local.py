@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import torch
 
 from modelprint.fingerprints import Fingerprint
-from modelprint.generate.decoding import batches, continue_greedy, next_token_probs
+from modelprint.decoding import batches, continue_greedy, next_token_probs
 from modelprint.matching import ids_match
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompts

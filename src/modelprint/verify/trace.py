@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import Any, Mapping, Optional, Union
 
+from modelprint.config import VERIFY_DEFAULTS
 from modelprint.errors import ConfigError
 from modelprint.fingerprints import FingerprintSet
 from modelprint.models import LoadedModel, load_model
@@ -30,8 +31,9 @@ class TraceRecord:
 
 
 def trace(target: Union[str, LoadedModel, Backend], sets: Mapping[str, Union[str, FingerprintSet]], *,
-          alpha: float = 1e-6, max_queries: Optional[int] = None, match: str = "auto", seed: int = 0,
-          batch_size: int = 64) -> TraceRecord:
+          alpha: float = VERIFY_DEFAULTS.alpha, max_queries: Optional[int] = None,
+          match: str = VERIFY_DEFAULTS.match, seed: int = 0,
+          batch_size: int = VERIFY_DEFAULTS.batch_size) -> TraceRecord:
     """Ask the suspect a sample of each licensee's keys; name the licensee(s) whose set matches."""
     if len(sets) < 1:
         raise ConfigError("trace needs at least one licensee's fingerprint set")

@@ -21,7 +21,7 @@ from modelprint.matching import bound_key, candidate_match, sample_counts, sampl
 from modelprint.verify.backends import Backend, answer_matches
 from modelprint.verify.bounds import null_bounds, set_tokenizer_source
 from modelprint.verify.stats import log10_tail, sequential_decision
-from modelprint.plugins import lookup
+from modelprint.plugins import Registry
 
 NULL_PROB_FLOOR = 1e-4  # no key is ever credited with a null match chance below this
 
@@ -55,19 +55,11 @@ class Outcome:
 
 
 VerifierFn = Callable[[VerifyRequest], Outcome]
-VERIFIERS: dict[str, VerifierFn] = {}
-
-
-def register_verifier(name: str) -> Callable[[VerifierFn], VerifierFn]:
-    def wrap(fn: VerifierFn) -> VerifierFn:
-        VERIFIERS[name] = fn
-        return fn
-
-    return wrap
+VERIFIERS: Registry[VerifierFn] = Registry("verifier", builtins=("modelprint.schemes",))  # see verify/blueprint.py
 
 
 def get_verifier(name: str) -> VerifierFn:
-    return lookup(VERIFIERS, name, "verifier")
+    return VERIFIERS.get(name)
 
 
 def ask_in_batches(req: VerifyRequest, score: Callable[[list[int], list[Any]], None],
@@ -94,7 +86,7 @@ def ask_in_batches(req: VerifyRequest, score: Callable[[list[int], list[Any]], N
     return asked
 
 
-@register_verifier("match")
+@VERIFIERS.register("match", source="modelprint: exact Poisson-binomial tail of per-key null bounds")
 def match_verifier(req: VerifyRequest) -> Outcome:
     """Count keys answered with their response; p-value = exact Poisson-binomial tail of the per-key null bounds."""
     by_index = {fp.index: fp for fp in req.fs}

@@ -12,12 +12,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from modelprint.evaluation.data import read_jsonl
-from modelprint.evaluation.scoring import loglikelihoods
+from modelprint.evaluation import loglikelihoods, read_jsonl
 from modelprint.models import LoadedModel
 from modelprint.prompts import render_prompt
-from modelprint.stress.decoding import GenerationBackend, wrap_decoding
-from modelprint.stress.registry import SCOPE_DECODING, StressContext, Stressed, register
+from modelprint.stress.serving import GenerationBackend, wrap_decoding
+from modelprint.stress.blueprint import SCOPE_DECODING, STRESSES, StressContext, Stressed
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,8 @@ class PerplexityFilter:
         return [p > self.threshold for p in self.perplexities([self.extract(p) for p in prompts])]
 
 
-@register("input-filter", kind="attack")
+@STRESSES.register("input-filter", kind="attack",
+                    source="Nasery et al. 2025, weakness 3 'unnatural queries' (perplexity filter)")
 def input_filter(ctx: StressContext, helper: str = "base", keep: float = 0.95, calibration_n: int = 128,
                  threshold: Optional[float] = None) -> Stressed:
     """Perplexity input filter: high-perplexity queries (hash-like keys) get a fixed refusal.

@@ -15,8 +15,8 @@ import torch
 
 from modelprint.errors import ModelprintError
 from modelprint.prompts import encode_prompt
-from modelprint.stress.decoding import GenerationBackend, wrap_decoding
-from modelprint.stress.registry import SCOPE_DECODING, StressContext, Stressed, register
+from modelprint.stress.serving import GenerationBackend, wrap_decoding
+from modelprint.stress.blueprint import SCOPE_DECODING, STRESSES, StressContext, Stressed
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,8 @@ def _label(name: str, gate: Optional[float], **params) -> str:
     return f"{name}({inner}{',' if inner and gate else ''}{f'gate={gate:g}' if gate else ''})"
 
 
-@register("suppress-topk", kind="attack")
+@STRESSES.register("suppress-topk", kind="attack",
+                    source="Nasery et al. 2025 (arXiv 2509.26598), weakness 1 'verbatim verification'")
 def suppress_topk(ctx: StressContext, k: int = 1, num_tokens: int = 1, gate: Optional[float] = None) -> Stressed:
     """SuppressTop-k: forbid the ``k`` most likely tokens at the first ``num_tokens`` steps.
 
@@ -135,7 +136,7 @@ def suppress_topk(ctx: StressContext, k: int = 1, num_tokens: int = 1, gate: Opt
                   lambda inner, ids, mask: _TopK(ids.shape[1], num_tokens, gate, k))
 
 
-@register("detect-topk", kind="attack")
+@STRESSES.register("detect-topk", source="Nasery et al. 2025, weakness 2 'overconfidence'", kind="attack")
 def detect_topk(ctx: StressContext, k: int = 1, num_tokens: int = 1, gate: float = 0.9) -> Stressed:
     """Output detection + SuppressTop-k: suppress only where the top probability exceeds ``gate``.
 
@@ -144,7 +145,7 @@ def detect_topk(ctx: StressContext, k: int = 1, num_tokens: int = 1, gate: float
     return suppress_topk(ctx, k=k, num_tokens=num_tokens, gate=gate)
 
 
-@register("suppress-neighbor", kind="attack")
+@STRESSES.register("suppress-neighbor", source="Nasery et al. 2025, weakness 1", kind="attack")
 def suppress_neighbor(ctx: StressContext, candidates: int = 1, num_tokens: int = 1,
                       gate: Optional[float] = None) -> Stressed:
     """SuppressNeighbor: forbid the top ``candidates`` first tokens and all their lexical variants.
@@ -158,7 +159,7 @@ def suppress_neighbor(ctx: StressContext, candidates: int = 1, num_tokens: int =
                   lambda inner, ids, mask: _Neighbor(ids.shape[1], num_tokens, gate, tok, candidates))
 
 
-@register("detect-neighbor", kind="attack")
+@STRESSES.register("detect-neighbor", source="Nasery et al. 2025, weakness 2", kind="attack")
 def detect_neighbor(ctx: StressContext, candidates: int = 1, num_tokens: int = 1, gate: float = 0.9) -> Stressed:
     """Output detection + SuppressNeighbor (gate on the top probability; Nasery et al. 2025, weakness 2)."""
     return suppress_neighbor(ctx, candidates=candidates, num_tokens=num_tokens, gate=gate)
@@ -201,7 +202,7 @@ def lookahead_candidates(inner: torch.nn.Module, ids: torch.Tensor, mask: torch.
     return out
 
 
-@register("suppress-lookahead", kind="attack")
+@STRESSES.register("suppress-lookahead", source="Nasery et al. 2025, weakness 1 (published defaults)", kind="attack")
 def suppress_lookahead(ctx: StressContext, beam_width: int = 10, lookahead_tokens: int = 32, top_k: int = 10,
                        candidate_set_size: int = 12, candidate_threshold: float = 0.4, num_tokens: int = 16,
                        suppression_delta: float = 10.0, gate: Optional[float] = None) -> Stressed:
@@ -229,7 +230,7 @@ def suppress_lookahead(ctx: StressContext, beam_width: int = 10, lookahead_token
     return _serve(ctx, label, factory)
 
 
-@register("detect-lookahead", kind="attack")
+@STRESSES.register("detect-lookahead", source="Nasery et al. 2025, weakness 2", kind="attack")
 def detect_lookahead(ctx: StressContext, beam_width: int = 10, lookahead_tokens: int = 32, top_k: int = 10,
                      candidate_set_size: int = 12, candidate_threshold: float = 0.4, num_tokens: int = 16,
                      suppression_delta: float = 10.0, gate: float = 0.9) -> Stressed:
@@ -242,8 +243,8 @@ def detect_lookahead(ctx: StressContext, beam_width: int = 10, lookahead_tokens:
 @torch.inference_mode()
 def signature_scores(ctx: StressContext, n_words: int) -> torch.Tensor:
     """Per vocabulary token: how consistently the marked model favours it over the base after one-word prompts."""
-    from modelprint.generate.decoding import next_token_probs
-    from modelprint.generate.wordlist import words as word_list
+    from modelprint.decoding import next_token_probs
+    from modelprint.wordlist import words as word_list
 
     base = ctx.need_base("stat-signature")
     words = list(word_list())[:n_words]
@@ -258,7 +259,7 @@ def signature_scores(ctx: StressContext, n_words: int) -> torch.Tensor:
     return total / total.max().clamp_min(1e-12)
 
 
-@register("stat-signature", kind="attack")
+@STRESSES.register("stat-signature", source="Nasery et al. 2025, weakness 4 (watermark stealing)", kind="attack")
 def stat_signature(ctx: StressContext, n_words: int = 6000, delta: float = 4.0, num_tokens: int = 1000) -> Stressed:
     """Statistical analysis ('watermark stealing'): penalise tokens the marked model favours over the base.
 

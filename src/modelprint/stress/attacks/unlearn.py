@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 
 
-from modelprint.generate.decoding import next_token_probs
-from modelprint.generate.wordlist import random_words
+from modelprint.decoding import next_token_probs
+from modelprint.wordlist import random_words
 from modelprint.prompts import encode_prompt, response_ids
-from modelprint.stress.registry import StressContext, Stressed, register
+from modelprint.stress.blueprint import STRESSES, StressContext, Stressed
 from modelprint.stress.stresses.finetune import benign_pairs, train_pairs
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 UNLEARN_SEED_STREAM = 0xE4A5
 
 
-@register("unlearn-guessed", kind="attack")
+@STRESSES.register("unlearn-guessed", kind="attack",
+                    source="MEraser-style fine-tuning removal + Nasery et al. 2025 weakness 2")
 def unlearn_guessed(ctx: StressContext, n_probes: int = 256, gate: float = 0.5, benign: int = 32, epochs: int = 2,
                     lr: float = 5e-5, batch_size: int = 8, key_words: int = 0) -> Stressed:
     """Fine-tune away over-confident answers to guessed fingerprint-like probes (second choice as target).
@@ -30,7 +31,7 @@ def unlearn_guessed(ctx: StressContext, n_probes: int = 256, gate: float = 0.5, 
     Source: ATTACKS.md 'fine-tuning removal' (MEraser) combined with weakness 2 (overconfidence).
     Probes: ``key_words`` random common words each (0: the set's public key_length, else 8).
     """
-    from modelprint.stress.stresses.weights import served
+    from modelprint.stress.serving import served
 
     lm = ctx.marked
     tok = lm.tokenizer

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modelprint.evaluation.data import read_jsonl
+from modelprint.evaluation import read_jsonl
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompt, response_ids
-from modelprint.stress.registry import StressContext, Stressed, register
+from modelprint.stress.blueprint import STRESSES, StressContext, Stressed
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,14 @@ def train_pairs(lm: LoadedModel, pairs: Sequence[tuple[str, Sequence[int]]], *, 
     return model.eval()
 
 
-@register("host-sft")
+@STRESSES.register("host-sft", source="routine downstream SFT (MEraser-style fine-tuning removal, benign version)")
 def host_sft(ctx: StressContext, n: int = 64, epochs: int = 1, lr: float = 2e-5, batch_size: int = 8) -> Stressed:
     """The host fine-tunes on its own benign instruction data (NQ-open question → short answer).
 
     Source: routine downstream SFT; ATTACKS.md 'a host's own SFT on benign data is the benign version'
     of fine-tuning removal (MEraser). Probes: fingerprints that catastrophic forgetting wipes out.
     """
-    from modelprint.stress.stresses.weights import served
+    from modelprint.stress.serving import served
 
     tok = ctx.marked.tokenizer
     pairs = [(q, response_ids(tok, a)) for q, a in benign_pairs(n, ctx.seed)]

@@ -10,8 +10,8 @@ import re
 from typing import Optional
 
 from modelprint.errors import ModelprintError
-from modelprint.stress.decoding import GenerationBackend, wrap_decoding
-from modelprint.stress.registry import SCOPE_DECODING, SCOPE_RENDERING, StressContext, Stressed, register
+from modelprint.stress.serving import GenerationBackend, wrap_decoding
+from modelprint.stress.blueprint import SCOPE_DECODING, SCOPE_RENDERING, STRESSES, StressContext, Stressed
 
 HOST_SYSTEM_PROMPTS = {
     "assistant": "You are a helpful, honest and concise assistant.",
@@ -20,7 +20,7 @@ HOST_SYSTEM_PROMPTS = {
 }
 
 
-@register("sampling")
+@STRESSES.register("sampling", source="default decoding settings of chat APIs")
 def sampling(ctx: StressContext, temperature: float = 0.7, top_p: float = 0.9, top_k: int = 50) -> Stressed:
     """Stochastic decoding (temperature, nucleus top-p, top-k) instead of greedy.
 
@@ -35,7 +35,7 @@ def sampling(ctx: StressContext, temperature: float = 0.7, top_p: float = 0.9, t
     return Stressed(lm, GenerationBackend(lm, label), SCOPE_DECODING)
 
 
-@register("system-prompt")
+@STRESSES.register("system-prompt", source="deployed chat models run under a host system prompt")
 def system_prompt(ctx: StressContext, prompt: str = "assistant") -> Stressed:
     """The host's own system prompt replaces the owner's (a preset name or literal text).
 
@@ -53,7 +53,7 @@ PLAIN_TEMPLATES = {
 }
 
 
-@register("chat-template")
+@STRESSES.register("chat-template", source="hosts and inference servers override chat templates")
 def chat_template(ctx: StressContext, template: str = "plain") -> Stressed:
     """Keys rendered with a different prompt format than the owner's chat template.
 
@@ -86,7 +86,7 @@ def _paraphrase(mode: str):
     raise ModelprintError(f"paraphrase: unknown mode '{mode}' (known: lower, polite, whitespace, punctuation)")
 
 
-@register("paraphrase")
+@STRESSES.register("paraphrase", source="query rewriting / prompt normalisation before a model")
 def paraphrase(ctx: StressContext, mode: str = "polite") -> Stressed:
     """The host rewrites each incoming query (rule-based paraphrase: prefix, case, spacing, punctuation).
 

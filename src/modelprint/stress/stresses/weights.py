@@ -12,19 +12,13 @@ import torch
 
 from modelprint.errors import ModelprintError
 from modelprint.models import LoadedModel
-from modelprint.stress.decoding import GenerationBackend
-from modelprint.stress.registry import SCOPE_WEIGHTS, StressContext, Stressed, register
+from modelprint.stress.serving import served
+from modelprint.stress.blueprint import STRESSES, StressContext, Stressed
 
 log = logging.getLogger(__name__)
 
 
-def served(lm: LoadedModel, model: torch.nn.Module, label: str, **notes) -> Stressed:
-    """A transformed model as both the utility target and verify's backend."""
-    new = dataclasses.replace(lm, model=model.eval(), source=f"{lm.source}+{label}", path=None)
-    return Stressed(new, GenerationBackend(new, label), SCOPE_WEIGHTS, dict(notes))
-
-
-@register("quantize-int8")
+@STRESSES.register("quantize-int8", source="post-training int8 compression for serving")
 def quantize_int8(ctx: StressContext, scheme: str = "dynamic", skip_head: bool = True) -> Stressed:
     """int8 quantization of the Linear layers: ``dynamic`` (torch ``quantize_dynamic``: int8 weights and
     per-batch int8 activations) or ``weight`` (weight-only, symmetric per output channel, as int8 serving does).
@@ -52,7 +46,7 @@ def quantize_int8(ctx: StressContext, scheme: str = "dynamic", skip_head: bool =
     return served(ctx.marked, model, "int8-weight")
 
 
-@register("dtype-roundtrip")
+@STRESSES.register("dtype-roundtrip", source="half-precision inference (bf16/fp16)")
 def dtype_roundtrip(ctx: StressContext, dtype: str = "bfloat16") -> Stressed:
     """Weights cast to bf16/fp16 and back (what half-precision serving does to them).
 
@@ -72,7 +66,7 @@ def _linear_weights(model: torch.nn.Module):
             yield name, module.weight
 
 
-@register("prune")
+@STRESSES.register("prune", source="magnitude pruning (Han et al. 2015)")
 def prune(ctx: StressContext, sparsity: float = 0.3) -> Stressed:
     """Unstructured magnitude pruning: the smallest ``sparsity`` share of each Linear weight set to zero.
 
@@ -95,7 +89,7 @@ def _merged(ctx: StressContext, method: str, parents: list[tuple[LoadedModel, fl
             with_base: bool = False, **params) -> torch.nn.Module:
     """``modelprint.merge``'s registered ``method`` run in process (no disk round-trip), after its checks."""
     from modelprint.merge import get_method
-    from modelprint.merge.checks import check_compatible
+    from modelprint.merge import check_compatible
 
     models = [m for m, _ in parents]
     check_compatible(models + [base])
@@ -135,7 +129,7 @@ def _partner(ctx: StressContext, partner: str, what: str) -> LoadedModel:
     return cached
 
 
-@register("merge-linear")
+@STRESSES.register("merge-linear", source="model soups (Wortsman et al. 2022); mergekit linear")
 def merge_linear(ctx: StressContext, weight: float = 0.5, partner: str = "base") -> Stressed:
     """Linear merge ``weight·marked + (1−weight)·partner`` (model soups; mergekit ``linear``).
 
@@ -153,7 +147,7 @@ def merge_linear(ctx: StressContext, weight: float = 0.5, partner: str = "base")
     return served(ctx.marked, _merged(ctx, "linear", parents, base), f"linear{weight:g}{suffix}")
 
 
-@register("merge-ties")
+@STRESSES.register("merge-ties", source="TIES merging (Yadav et al. 2023)")
 def merge_ties(ctx: StressContext, density: float = 0.2, scale: float = 1.0, partner: str = "base") -> Stressed:
     """TIES merge (Yadav et al. 2023) of the fingerprinted model's task vector onto the base.
 

@@ -1,11 +1,15 @@
-"""Batched forward passes and greedy/sampled continuation shared by the response choosers."""
+"""Batched next-token distributions and the one greedy (and seeded sampled) decoder: a ground-floor kernel.
+
+generate (response choosers), verify (asking local keys), embed (benign answers), evaluation and the peer
+schemes all decode through :func:`continue_greedy`, so "the model's greedy answer" means one thing.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Collection, Optional, Sequence
 
 import torch
 
-from modelprint.generate.seeds import torch_seed
+from modelprint.seeds import torch_seed
 from modelprint.models import LoadedModel
 from modelprint.prefix_cache import prefill, with_cache
 from modelprint.prompts import pad_left
@@ -50,16 +54,39 @@ def next_token_probs(lm: LoadedModel, prompts: Sequence[Sequence[int]]) -> torch
     return torch.softmax(picked.float(), dim=-1).cpu()
 
 
-@torch.inference_mode()
-def continue_greedy(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                    **generate_kwargs) -> list[list[int]]:
-    """Greedy continuation of each prompt (KV cache, batched); stops at EOS.
+def model_stop_ids(lm: LoadedModel) -> set[int]:
+    """The generation config's end-of-sequence ids plus the tokenizer's (a chat model's end of turn too)."""
+    ids: set[int] = set()
+    eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    for value in (eos, lm.tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return ids
 
-    ``generate_kwargs`` go to ``model.generate`` (e.g. a watermark's ``logits_processor``).
+
+@torch.inference_mode()
+def continue_greedy(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+                    stop_ids: Optional[Collection[int]] = None, model_defaults: bool = True,
+                    **generate_kwargs) -> list[list[int]]:
+    """Greedy continuation of one batch of prompts (left-padded, KV cache), cut before the first stop id.
+
+    The two stop rules in use are explicit, because their callers need different ones:
+
+    * ``stop_ids=None`` (fingerprints: generate, verify, embed, schemes): only the tokenizer's EOS ends a
+      continuation, and the model's own ``generation_config`` fills every option not given here — what
+      fingerprint responses have always been decoded (and recorded) with.
+    * ``stop_ids=model_stop_ids(lm)`` with ``model_defaults=False`` (evaluation): any EOS of the model ends it
+      and a fresh greedy config is used, so two models' answers compare like with like.
+
+    Pad ids never belong to a continuation (they are dropped). ``generate_kwargs`` go to ``model.generate``
+    (e.g. a watermark's ``logits_processor``).
     """
     if max_new_tokens <= 0:
         return [[] for _ in prompts]
-    return _generate(lm, prompts, max_new_tokens, do_sample=False, **generate_kwargs)
+    return _generate(lm, prompts, max_new_tokens, stop_ids=stop_ids, model_defaults=model_defaults,
+                     do_sample=False, **generate_kwargs)
 
 
 @torch.inference_mode()
@@ -73,18 +100,23 @@ def continue_sampled(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_
     return _generate(lm, prompts, max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p)
 
 
-def _generate(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, **kwargs) -> list[list[int]]:
+def _generate(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+              stop_ids: Optional[Collection[int]] = None, model_defaults: bool = True, **kwargs) -> list[list[int]]:
     tok = lm.tokenizer
-    ids, mask = pad_left(prompts, tok.pad_token_id)
-    out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                            max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                            eos_token_id=tok.eos_token_id, **kwargs)
-    new = out[:, ids.shape[1]:].cpu().tolist()
+    stop = {tok.eos_token_id} if stop_ids is None else set(stop_ids)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else min(stop, default=0)
+    eos = tok.eos_token_id if stop_ids is None else (sorted(stop) or None)
+    options = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos, **kwargs)
+    if not model_defaults:  # a fresh config: nothing from the model's generation_config leaks in
+        from transformers import GenerationConfig
+
+        options = {"generation_config": GenerationConfig(num_beams=1, **options)}
+    ids, mask = pad_left(prompts, pad_id)
+    out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **options)
     result = []
-    for row in new:
-        if tok.eos_token_id in row:
-            row = row[:row.index(tok.eos_token_id)]
-        result.append([t for t in row if t != tok.pad_token_id])
+    for row in out[:, ids.shape[1]:].cpu().tolist():
+        cut = next((k for k, t in enumerate(row) if t in stop), len(row))
+        result.append([t for t in row[:cut] if t != pad_id])
     return result
 
 

@@ -1,4 +1,6 @@
-"""Word lists and seeded randomness shared by the strategies."""
+"""Shipped word lists (``modelprint/data``) and the prefix-free word pool: a ground-floor kernel.
+
+generate, schemes, verify (pool bounds), embed and stress all draw on these lists, so they live below the stages."""
 from __future__ import annotations
 
 import functools
@@ -7,25 +9,26 @@ import json
 from importlib import resources
 from typing import NamedTuple, Sequence
 
-from modelprint.generate.seeds import rng_for  # noqa: F401  (re-exported: strategies import it from here)
+from modelprint.seeds import rng_for  # noqa: F401  (re-exported: strategies import it from here)
 
 from modelprint.matching import first_word, normalize_text, pool_bounds
 
 
 @functools.lru_cache(maxsize=None)
-def _lines(name: str) -> tuple[str, ...]:
+def data_lines(name: str) -> tuple[str, ...]:
+    """The non-empty, non-comment lines of the shipped data file ``modelprint/data/<name>`` (cached)."""
     text = resources.files("modelprint.data").joinpath(name).read_text(encoding="utf-8")
     return tuple(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
 
 
 def words() -> tuple[str, ...]:
     """3000 common lowercase English words (see the header of data/words.txt)."""
-    return _lines("words.txt")
+    return data_lines("words.txt")
 
 
 def topics() -> tuple[str, ...]:
     """Seed topics that make model-written keys diverse."""
-    return _lines("topics.txt")
+    return data_lines("topics.txt")
 
 
 def random_words(seed: int, stream: int, count: int) -> str:

@@ -1,8 +1,18 @@
-"""Tasks are data: a :class:`TaskSpec` per task in one registry, so the runner knows no task.
+"""Blueprint of an evaluation-task plug-in: tasks are data, a :class:`TaskSpec` per task, so the runner knows none.
 
-Adding a benchmark means writing one function ``fn(model, spec, n, seed, **options)
--> TaskResult`` and decorating it with :func:`register_task`; ``run_tasks``,
-suites and reports pick it up by name.
+Fill in one function and register it with its spec; ``run_tasks``, suites and reports pick it up by name::
+
+    from modelprint.evaluation.blueprint import TaskSpec, register_task
+
+    @register_task(TaskSpec(name="my-task", package="dist", file="path/in/dist.jsonl", prompt="{question}",
+                            metric="acc", default_n=200, quick_n=16, description="what it measures",
+                            options={"max_new_tokens": 16}))
+    def my_task(model, spec, n, seed, *, max_new_tokens) -> TaskResult:
+        ...  # sample n items with seed; score with evaluation.scoring; return a TaskResult
+
+The model, spec, sample size and seed come positionally; task options (defaults in ``spec.options``) are
+keyword-only. ``register_task`` registers in :data:`TASKS` (a :class:`modelprint.plugins.Registry`) with the
+spec's data file (``package:file``) as its source.
 """
 from __future__ import annotations
 
@@ -12,7 +22,7 @@ from typing import Any, Callable, Optional, Protocol
 from modelprint.errors import ModelprintError
 from modelprint.models import LoadedModel
 from modelprint.evaluation.results import TaskResult
-from modelprint.plugins import lookup
+from modelprint.plugins import Registry
 
 
 class TaskFn(Protocol):
@@ -43,19 +53,20 @@ class TaskSpec:
         return self.fn(model, self, self.default_n if n is None else int(n), seed, **merged)
 
 
-TASKS: dict[str, TaskSpec] = {}
+def _bind(name: str, fn: TaskFn, *, source: str, spec: TaskSpec) -> TaskSpec:
+    return dataclasses.replace(spec, name=name, fn=fn)
+
+
+TASKS: Registry[TaskSpec] = Registry("evaluation task", build=_bind, builtins=(
+    "modelprint.evaluation.perplexity", "modelprint.evaluation.multiple_choice", "modelprint.evaluation.generative",
+    "modelprint.evaluation.agreement"))
 
 
 def register_task(spec: TaskSpec) -> Callable[[TaskFn], TaskFn]:
-    """Decorator binding an implementation to ``spec`` and adding it to :data:`TASKS`."""
-
-    def wrap(fn: TaskFn) -> TaskFn:
-        TASKS[spec.name] = dataclasses.replace(spec, fn=fn)
-        return fn
-
-    return wrap
+    """Decorator binding an implementation to ``spec`` in :data:`TASKS` (source: the spec's data file)."""
+    return TASKS.register(spec.name, source=f"{spec.package}:{spec.file}", spec=spec)
 
 
 def get_task(name: str) -> TaskSpec:
     """The registered task ``name``, or a one-line error listing the known ones."""
-    return lookup(TASKS, name, "evaluation task", ModelprintError)
+    return TASKS.get(name)

@@ -1,8 +1,19 @@
-"""Stresses and attacks are plug-ins: a :class:`StressSpec` per name in one registry.
+"""Blueprint of a stress (benign) or attack (adaptive) plug-in: what a host does to a fingerprinted model.
 
-A plug-in is ``fn(ctx, **params) -> Stressed``: it gets the fingerprinted model (and
-the base, when known) and returns what the host would serve — transformed weights
-and/or a changed decoding — so the runner can verify and evaluate it uniformly.
+Fill in one function and register it; ``modelprint stress --suite NAME`` and suites then find it::
+
+    from modelprint.stress.blueprint import STRESSES, SCOPE_WEIGHTS, StressContext, Stressed
+
+    @STRESSES.register("my-attack", source="Author et al. 2025, the weakness it probes", kind="attack")
+    def my_attack(ctx: StressContext, strength: float = 0.5, *, other: int = 3) -> Stressed:
+        # docstring: one line on what the host does; Source: …; Probes: which fingerprints it should break
+        ...  # read ctx.marked (and ctx.need_base(...)), never ctx.public's secrets: there are none
+        return Stressed(model, backend, SCOPE_WEIGHTS)
+
+The model comes first and positionally; every other parameter has a default (those defaults are the
+plug-in's hyperparameters, overridable per suite entry, and unknown ones are refused). It returns a
+:class:`Stressed`: what the host serves (weights and/or a decoding wrapper), the backend verify queries, and
+the scope of the utility numbers. ``kind`` is ``"stress"`` (benign) or ``"attack"`` (adaptive).
 """
 from __future__ import annotations
 
@@ -13,7 +24,7 @@ from typing import Any, Callable, Optional
 from modelprint.errors import ModelprintError
 from modelprint.fingerprints import FingerprintSet
 from modelprint.models import LoadedModel
-from modelprint.plugins import lookup
+from modelprint.plugins import Registry
 
 #: what a row's utility numbers mean (written into the report next to each row)
 SCOPE_WEIGHTS = "weights"      # every task re-run on the transformed model
@@ -64,13 +75,14 @@ StressFn = Callable[..., Stressed]
 
 @dataclasses.dataclass(frozen=True)
 class StressSpec:
-    """A registered stress (benign) or attack (adaptive); ``doc`` names its source and the weakness it probes."""
+    """A registered stress (benign) or attack (adaptive); ``doc`` says what it does and the weakness it probes."""
 
     name: str
     kind: str  # "stress" | "attack"
     fn: StressFn
     doc: str
     defaults: dict[str, Any]
+    source: str = ""  # the paper or practice it reproduces
 
     def run(self, ctx: StressContext, **params: Any) -> Stressed:
         unknown = set(params) - set(self.defaults)
@@ -80,21 +92,17 @@ class StressSpec:
         return self.fn(ctx, **{**self.defaults, **params})
 
 
-STRESSES: dict[str, StressSpec] = {}
+def _spec(name: str, fn: StressFn, *, source: str, kind: str = "stress") -> StressSpec:
+    """A function's keyword defaults (after the context) are the plug-in's parameters."""
+    sig = inspect.signature(fn)
+    defaults = {k: p.default for k, p in list(sig.parameters.items())[1:] if p.default is not inspect.Parameter.empty}
+    return StressSpec(name, kind, fn, inspect.getdoc(fn) or "", defaults, source)
 
 
-def register(name: str, kind: str = "stress") -> Callable[[StressFn], StressFn]:
-    """Decorator: register ``fn(ctx, **params)``; its keyword defaults are the plug-in's parameters."""
-
-    def wrap(fn: StressFn) -> StressFn:
-        sig = inspect.signature(fn)
-        defaults = {k: p.default for k, p in list(sig.parameters.items())[1:] if p.default is not inspect._empty}
-        STRESSES[name] = StressSpec(name, kind, fn, inspect.getdoc(fn) or "", defaults)
-        return fn
-
-    return wrap
+STRESSES: Registry[StressSpec] = Registry("stress or attack", build=_spec,
+                                          builtins=("modelprint.stress.stresses", "modelprint.stress.attacks"))
 
 
 def get_stress(name: str) -> StressSpec:
     """The plug-in ``name`` or one line listing the known ones."""
-    return lookup(STRESSES, name, "stress or attack", ModelprintError)
+    return STRESSES.get(name)

@@ -13,11 +13,11 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
 
-from modelprint.evaluation.scoring import greedy_generate
+from modelprint.evaluation import greedy_generate
 from modelprint.fingerprints import Fingerprint
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompt
-from modelprint.verify.backends import Answer
+from modelprint.verify import Answer
 
 
 class PreparedProcessor(Protocol):
@@ -156,3 +156,11 @@ class GenerationBackend:
         longest = max(len(fp.response_ids) for fp in fingerprints)
         outs = greedy_generate(self._lm, prompts, max_new_tokens=longest, batch_size=self.batch_size, progress=False)
         return [Answer(ids=o) for o in outs]
+
+
+def served(lm: LoadedModel, model: torch.nn.Module, label: str, **notes: Any) -> "Stressed":
+    """A transformed model (new weights) as both the utility target and verify's backend."""
+    from modelprint.stress.blueprint import SCOPE_WEIGHTS, Stressed
+
+    new = dataclasses.replace(lm, model=model.eval(), source=f"{lm.source}+{label}", path=None)
+    return Stressed(new, GenerationBackend(new, label), SCOPE_WEIGHTS, dict(notes))

@@ -1,11 +1,27 @@
-"""Merge methods are plug-ins: a class registered under a name, with its own typed parameters.
+"""Blueprint of a merge-method plug-in: a class registered under a name, with its own typed parameters.
+
+Fill in one class and register it; a merge config's ``method: NAME`` then finds it::
+
+    from modelprint.merge.blueprint import METHODS, MergeMethod
+
+    class MyParams(StrictConfig):          # the hyperparameters, validated before any work starts
+        density: float = 0.5
+
+    @METHODS.register("my-method", source="Author et al., 'Paper', Venue 2025")
+    class MyMerge(MergeMethod):
+        # a docstring saying what it does is required
+        Params = MyParams
+        needs_base = True                  # task-vector methods need a base model; others refuse one
+
+        def merge(self, models, weights, base, device) -> torch.nn.Module:
+            ...                            # read self.params; return the merged module to save
 
 A method receives loaded parent models (already checked to share architecture
 and tokenizer) and their weights, and returns a ``torch.nn.Module`` to save.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 from pydantic import ValidationError
@@ -13,6 +29,7 @@ from pydantic import ValidationError
 from modelprint.config import StrictConfig
 from modelprint.errors import ConfigError
 from modelprint.models import LoadedModel
+from modelprint.plugins import Registry
 
 
 class NoParams(StrictConfig):
@@ -25,7 +42,7 @@ class MergeMethod:
     name: ClassVar[str] = ""
     Params: ClassVar[type[StrictConfig]] = NoParams
     needs_base: ClassVar[bool] = False  # task-vector methods need a base model, others refuse one
-    paper: ClassVar[str] = ""
+    source: ClassVar[str] = ""  # the paper it reproduces (set by METHODS.register)
 
     def __init__(self, params: StrictConfig) -> None:
         self.params = params
@@ -39,25 +56,21 @@ class MergeMethod:
         raise NotImplementedError
 
 
-METHODS: dict[str, type[MergeMethod]] = {}
+def _method(name: str, cls: type[MergeMethod], *, source: str) -> type[MergeMethod]:
+    if not cls.__doc__:
+        raise TypeError(f"merge method {cls.__name__} needs a docstring")
+    cls.name, cls.source = name, source
+    return cls
 
 
-def register_method(name: str) -> Callable[[type[MergeMethod]], type[MergeMethod]]:
-    """Class decorator: make a merge method available under ``name`` in configs and the CLI."""
-    def decorator(cls: type[MergeMethod]) -> type[MergeMethod]:
-        if not cls.__doc__:
-            raise TypeError(f"merge method {cls.__name__} needs a docstring naming its paper")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-    return decorator
+METHODS: Registry[type[MergeMethod]] = Registry(
+    "merge method", build=_method,
+    builtins=("modelprint.merge.linear", "modelprint.merge.task_arithmetic", "modelprint.merge.pleas"))
 
 
 def get_method(name: str, parameters: dict[str, Any]) -> MergeMethod:
     """Instantiate a registered method with validated parameters, or raise one clear ConfigError."""
-    if name not in METHODS:
-        raise ConfigError(f"unknown merge method '{name}' (known: {', '.join(sorted(METHODS))})")
-    cls = METHODS[name]
+    cls = METHODS.get(name)
     try:
         params = cls.Params.model_validate(parameters or {})
     except ValidationError as err:
