@@ -56,6 +56,10 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
     cfg = config or EmbedConfig()
     start = time.perf_counter()
     fs = fingerprints if isinstance(fingerprints, FingerprintSet) else load_fingerprints(Path(fingerprints))
+    if cfg.objective == "margin":
+        from modelprint.embed.margin import check_margin_set
+
+        check_margin_set(fs)
     out_path = Path(out) if out is not None else None
     work: Optional[Path] = None
     if out_path is not None:
@@ -80,8 +84,10 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
         from modelprint.embed.utility import measure_base
 
         reference, utility["base"] = measure_base(base, cfg.utility)
+    needs_benign = cfg.benign.per_fingerprint > 0 if cfg.objective == "greedy" else \
+        cfg.margin.prompts > 0 and cfg.margin.prompt_kl > 0
     benign = build_benign_pool(base, cfg.benign, fs.system_prompt, cfg.augmentation.system_prompts,
-                               exclude_keys=[fp.key for fp in fs], seed=cfg.seed) if cfg.benign.per_fingerprint else []
+                               exclude_keys=[fp.key for fp in fs], seed=cfg.seed) if needs_benign else []
     try:
         result = run_recipe(base, fs, cfg, work, benign, resume=resume)
     except RuntimeError as exc:
