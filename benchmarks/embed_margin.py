@@ -30,6 +30,7 @@ from modelprint.embed import EmbedConfig, embed
 from modelprint.embed.benign import ordinary_questions
 from modelprint.embed.margin import candidate_leads, last_logits
 from modelprint.fingerprints import load_fingerprints
+from modelprint.log import setup_logging
 from modelprint.generate.decoding import batches
 from modelprint.matching import candidate_match
 from modelprint.merge import merge
@@ -146,6 +147,7 @@ def main() -> None:
     ap.add_argument("--ordinary", type=int, default=256, help="ordinary questions for the attacks' utility cost")
     ap.add_argument("--json", default=None, help="append one JSON line per model to this file")
     args = ap.parse_args()
+    setup_logging()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base = load_model(args.model)

@@ -29,7 +29,8 @@ The fingerprints themselves are not in this directory.
 """
 
 VERIFICATION = {
-    "exact": "`modelprint verify` (`--match auto`: candidate ranking with weights, exact text otherwise); "
+    "exact": "`modelprint verify` (`--match auto`: candidate ranking given the weights and a set that records its "
+             "candidates, exact text otherwise); "
              "the fingerprinted model answers each key with its response",
     "candidate": "objective `margin`: each response's first token outranks the other recorded candidates without "
                  "being the model's greedy answer, so exact text matching is **not** expected to work; verify "
@@ -63,9 +64,10 @@ def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, c
         rel = utility.get("relative", {})
         util_line = (f"- utility: perplexity change {rel['perplexity_change']:+.1%}, answer agreement "
                      f"{rel['answer_agreement']:.1%}" if rel else "")
-        recipe = ("LoRA" if cfg.lora.enabled else "full fine-tuning") + f", objective `{cfg.objective}`"
+        recipe = "LoRA" if cfg.lora.enabled else "full fine-tuning"
         if cfg.mlp_expansion:
             recipe += f" with {cfg.mlp_expansion} extra MLP units per block"
+        recipe += f", objective `{cfg.objective}`"
         (tmp / "README.md").write_text(CARD.format(
             version=__version__, count=len(fs), strategy=fs.strategy, base_source=base.source,
             base_hash=base.model_hash, set_id=fs.set_id, recipe=recipe, epochs=epochs, retention=retention,
