@@ -266,9 +266,10 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
         history.append(EpochRecord(step, total, float((lead > 0).float().mean())))
         bar.update(1)
         bar.set_postfix(loss=f"{total:.3f}", leading=f"{history[-1].retention:.0%}",
-                        lead=f"{float(lead.median()):.2f}", p=f"{float(prob.median()):.3f}")
-        log.info("step %d: loss %.4f, picks leading %.1f%%, median lead %.2f nats, median pick probability %.4f",
-                 step, total, 100 * history[-1].retention, float(lead.median()), float(prob.median()))
+                        lead=f"{float(lead.min()):.2f}/{float(lead.median()):.2f}", p=f"{float(prob.median()):.3f}")
+        log.info("step %d: loss %.4f, picks leading %.1f%%, lead min %.2f / median %.2f nats, pick probability "
+                 "median %.4f / max %.4f", step, total, 100 * history[-1].retention, float(lead.min()),
+                 float(lead.median()), float(prob.median()), float(prob.max()))
         if satisfied(lead, prob, s):  # judged on this step's forward pass: no update needed
             optimizer.zero_grad()
             break
