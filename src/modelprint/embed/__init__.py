@@ -51,6 +51,10 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
     cfg = config or EmbedConfig()
     start = time.perf_counter()
     fs = fingerprints if isinstance(fingerprints, FingerprintSet) else load_fingerprints(Path(fingerprints))
+    if cfg.objective == "margin":
+        from modelprint.embed.margin import check_margin_set
+
+        check_margin_set(fs)
     out_path = Path(out) if out is not None else None
     work: Optional[Path] = None
     if out_path is not None:
@@ -72,8 +76,10 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
         from modelprint.embed.utility import measure_base
 
         reference, utility["base"] = measure_base(base, cfg.utility)
+    needs_benign = cfg.benign.per_fingerprint > 0 if cfg.objective == "greedy" else \
+        cfg.margin.prompts > 0 and cfg.margin.prompt_kl > 0
     benign = build_benign_pool(base, cfg.benign, fs.system_prompt, cfg.augmentation.system_prompts,
-                               exclude_keys=[fp.key for fp in fs], seed=cfg.seed) if cfg.benign.per_fingerprint else []
+                               exclude_keys=[fp.key for fp in fs], seed=cfg.seed) if needs_benign else []
     try:
         result = run_recipe(base, fs, cfg, work, benign, resume=resume)
     except RuntimeError as exc:
@@ -98,6 +104,6 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
                         trainable_parameters=result.trainable_parameters)
         tuned = dataclasses.replace(tuned, path=out_path, source=str(out_path))
     shutil.rmtree(work, ignore_errors=True)
-    log.info("embedded %d fingerprints in %d epochs (%.0f s): retention %.1f%%", len(fs), result.epochs, seconds,
-             100 * result.retention)
+    log.info("embedded %d fingerprints in %d %s (%.0f s): retention %.1f%%", len(fs), result.epochs,
+             "steps" if cfg.objective == "margin" else "epochs", seconds, 100 * result.retention)
     return EmbedResult(out_path, tuned, result.retention, result.epochs, seconds, utility, history, result.averaged)

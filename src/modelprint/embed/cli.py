@@ -40,8 +40,12 @@ def register(app: typer.Typer) -> None:
         table = Table(title=f"embedded into {out}")
         table.add_column("measure")
         table.add_column("value", justify="right")
-        table.add_row("retention (greedy, as verify asks)", f"{result.retention:.1%}")
-        table.add_row("epochs", str(result.epochs))
+        if cfg.objective == "margin":
+            table.add_row("retention (candidate ranking: verify --match candidate)", f"{result.retention:.1%}")
+            table.add_row("steps", str(result.epochs))
+        else:
+            table.add_row("retention (greedy, as verify asks)", f"{result.retention:.1%}")
+            table.add_row("epochs", str(result.epochs))
         table.add_row("time", f"{result.seconds:.0f} s")
         if result.utility:
             b, f = result.utility["base"], result.utility["fingerprinted"]

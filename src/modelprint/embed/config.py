@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from modelprint.config import StrictConfig
 
@@ -47,11 +47,41 @@ class UtilitySettings(StrictConfig):
     perplexity_sentences: int = Field(200, ge=1, description="WikiText-2 sentences for perplexity")
 
 
+class MarginSettings(StrictConfig):
+    """The ``margin`` objective: our pick leads its sibling Perinucleus candidates without becoming a confident spike.
+
+    Candidate verification asks only whether the pick outranks the k − 1 other recorded candidates, so the
+    recipe trains exactly that — a hinge on (pick logit − each sibling's logit) ≥ ``margin`` — caps the pick's
+    probability at ``prob_cap`` (a confidence-gated host then sees nothing unusual), and holds every other
+    next-token probability to the base model's with KL terms at the keys and at ordinary prompts.
+    The recipe's ``train_layers``, ``weight_averaging``/``averaging`` and ``retention_floor`` apply as usual.
+    """
+
+    margin: float = Field(2.0, gt=0.0, description="nats by which the pick's logit must lead every sibling candidate")
+    prob_cap: float = Field(0.5, gt=0.0, lt=1.0, description="confidence band: the pick's probability above this "
+                                                             "is penalised (a host's confidence gate sits above it)")
+    cap_weight: float = Field(1.0, ge=0.0, description="weight of the penalty log p(pick) − log prob_cap above the cap")
+    key_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned) at each key's next token")
+    prompt_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned, top-k) at ordinary prompts' "
+                                                      "first answer token (the benign pool)")
+    prompts: int = Field(128, ge=0, description="ordinary prompts from the benign pool for the prompt KL term")
+    learning_rate: float = Field(1e-4, gt=0.0)
+    max_steps: int = Field(60, ge=1, description="full-batch steps at most; training stops earlier once every "
+                                                 "pick leads its siblings by the margin")
+    retention_margin: float = Field(0.0, ge=0.0, description="a key counts as retained (for auto averaging) when "
+                                                             "its pick leads every sibling by more than this (nats)")
+
+
 class EmbedConfig(StrictConfig):
     """Every knob of ``modelprint embed``; the defaults are the measured best recipe on SmolLM2-135M."""
 
     config_kind: ClassVar[str] = "embed"  # --config NAME finds configs/embed/NAME.yaml (peer schemes' recipes)
 
+    objective: Literal["greedy", "margin"] = Field(
+        "greedy", description="greedy: train each whole response until greedy decoding reproduces it (exact "
+                              "matching works; confidence gates see it); margin: raise only the first token above "
+                              "its Perinucleus siblings, below a probability cap (needs candidate verification: "
+                              "weights or log-probabilities); settings under margin.*")
     learning_rate: float = Field(3e-4, gt=0.0)
     max_epochs: int = Field(12, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -75,3 +105,15 @@ class EmbedConfig(StrictConfig):
     benign: BenignSettings = BenignSettings()
     augmentation: AugmentationSettings = AugmentationSettings()
     utility: UtilitySettings = UtilitySettings()
+    margin: MarginSettings = MarginSettings()
+
+    @model_validator(mode="after")
+    def _objective_fits(self) -> "EmbedConfig":
+        if self.objective == "margin" and self.averaging == "epoch":
+            raise ValueError("averaging=epoch needs epochs; objective=margin trains in steps (use end or auto)")
+        return self
+
+    @property
+    def verification(self) -> str:
+        """The match mode the fingerprints this recipe writes are meant for (recorded in the manifest and card)."""
+        return "candidate" if self.objective == "margin" else "exact"

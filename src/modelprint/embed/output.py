@@ -23,9 +23,20 @@ The fingerprints themselves are not in this directory.
 
 - base model: `{base_source}` (`{base_hash}`)
 - fingerprint set id: `{set_id}`
-- recipe: {recipe}, {epochs} epochs, measured retention {retention:.1%}
+- recipe: {recipe}, {epochs} {unit}, measured retention {retention:.1%} ({retention_kind})
+- verification: {verification}
 {utility}
 """
+
+VERIFICATION = {
+    "exact": "`modelprint verify` (`--match auto`: candidate ranking given the weights and a set that records its "
+             "candidates, exact text otherwise); "
+             "the fingerprinted model answers each key with its response",
+    "candidate": "objective `margin`: each response's first token outranks the other recorded candidates without "
+                 "being the model's greedy answer, so exact text matching is **not** expected to work; verify "
+                 "with `--match candidate` (or `--match auto`, which picks it given the weights) or from "
+                 "log-probabilities",
+}
 
 
 def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, cfg: EmbedConfig, out: Path,
@@ -43,7 +54,9 @@ def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, c
                              "system_prompt": fs.system_prompt},
             "base_model": {"source": base.source, "hash": base.model_hash, "tokenizer_hash": base.tokenizer_hash},
             "model_hash": model_hash, "recipe": cfg.model_dump(), "retention": retention, "epochs": epochs,
-            "averaged_with_base": averaged,
+            "averaged_with_base": averaged, "objective": cfg.objective,
+            "verification": {"match": cfg.verification,
+                             "retention": "candidate ranking" if cfg.verification == "candidate" else "greedy exact"},
             "trainable_parameters": trainable_parameters, "history": history, "utility": utility,
             "seconds": round(seconds, 1),
         }
@@ -54,7 +67,10 @@ def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, c
         recipe = "LoRA" if cfg.lora.enabled else "full fine-tuning"
         if cfg.mlp_expansion:
             recipe += f" with {cfg.mlp_expansion} extra MLP units per block"
+        recipe += f", objective `{cfg.objective}`"
         (tmp / "README.md").write_text(CARD.format(
             version=__version__, count=len(fs), strategy=fs.strategy, base_source=base.source,
             base_hash=base.model_hash, set_id=fs.set_id, recipe=recipe, epochs=epochs, retention=retention,
-            utility=util_line))
+            unit="steps" if cfg.objective == "margin" else "epochs",
+            retention_kind="candidate ranking" if cfg.verification == "candidate" else "greedy exact match",
+            verification=VERIFICATION[cfg.verification], utility=util_line))

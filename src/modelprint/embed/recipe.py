@@ -6,6 +6,11 @@ copies of them under shipped system prompts, and benign prompts the base model
 answered itself (pulled back to the base model's distribution). After each
 epoch the trainable weights may be averaged with the base weights, retention is
 measured with verify's own code, and a checkpoint is written for ``--resume``.
+
+With ``objective: margin`` the same set-up runs full-batch steps on the keys' first token instead
+(:mod:`modelprint.embed.margin`): the pick must lead its sibling candidates by a margin while staying below
+a probability cap; retention is then candidate-rank retention, and no per-epoch checkpoint is written
+(the run is short; ``--resume`` starts it again).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,8 +29,11 @@ from tqdm.auto import tqdm
 
 from modelprint.embed.config import EmbedConfig
 from modelprint.embed.data import Example, collate, fingerprint_examples
+from modelprint.embed.margin import MarginData, build_margin_data, candidate_retention, key_terms, last_logits, \
+    prompt_kl, satisfied
 from modelprint.embed.expansion import expand_mlp, trained_block_indices, transformer_blocks
 from modelprint.fingerprints import FingerprintSet
+from modelprint.generate.decoding import batches
 from modelprint.models import LoadedModel
 from modelprint.verify import retention
 
@@ -177,11 +185,22 @@ class _EpochDataset(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def _auto_average(lm: LoadedModel, base_state: dict[str, torch.Tensor], fingerprints: FingerprintSet,
+Measure = Callable[[LoadedModel], float]
+
+
+def retention_measure(fingerprints: FingerprintSet, cfg: EmbedConfig) -> Measure:
+    """What 'retained' means for the objective: greedy reproduction, or the pick outranking its siblings."""
+    fps, sp = list(fingerprints), fingerprints.system_prompt
+    if cfg.objective == "margin":
+        return lambda lm: candidate_retention(lm, fps, sp, cfg.margin.retention_margin)
+    return lambda lm: retention(lm, fps, sp)[0]
+
+
+def _auto_average(lm: LoadedModel, base_state: dict[str, torch.Tensor], measure: Measure,
                   cfg: EmbedConfig, trained_retention: float) -> tuple[float, float]:
     """Pull the trained weights toward the base as far as retention allows: the largest λ (steps of 0.05,
-    from ``weight_averaging`` down) whose retention stays ≥ ``retention_floor``. Averaging undoes the drift
-    that costs utility; the fingerprints, being sharp, survive a good part of it.
+    from ``weight_averaging`` down) whose retention (``measure``) stays ≥ ``retention_floor``. Averaging
+    undoes the drift that costs utility; the fingerprints, being sharp, survive a good part of it.
     """
     trained = {n: p.detach().clone() for n, p in lm.model.named_parameters() if p.requires_grad}
 
@@ -195,7 +214,7 @@ def _auto_average(lm: LoadedModel, base_state: dict[str, torch.Tensor], fingerpr
     for lam in [round(0.05 * i, 2) for i in range(steps, 0, -1)]:
         restore_trained()
         _average_with_base(lm.model, base_state, lam)
-        ret, _ = retention(lm, list(fingerprints), fingerprints.system_prompt)
+        ret = measure(lm)
         log.info("averaging with the base, λ = %.2f: retention %.1f%%", lam, 100 * ret)
         if ret >= cfg.retention_floor:
             return lam, ret
@@ -211,40 +230,61 @@ def _epoch_examples(fp_examples: Sequence[Example], benign: Sequence[Example], p
     return [examples[i] for i in rng.permutation(len(examples))]
 
 
-def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig, work: Path,
-               benign: Sequence[Example], resume: bool = False) -> RecipeResult:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-    from accelerate.utils import set_seed
+def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: MarginData,
+                  cfg: EmbedConfig, pad_id: int) -> list[EpochRecord]:
+    """Full-batch steps (chunks of ``batch_size``) until every pick leads its siblings by the margin, below the cap.
 
-    mixed = resolve_mixed_precision(cfg.mixed_precision)
-    if PartialState().num_processes == 1:  # accelerate's state is a process-wide singleton: a second embed in the
-        AcceleratorState._reset_state()    # same process (stress --schemes, tests) may choose another precision
-    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.grad_accum)
-    set_seed(cfg.seed)
-    tokenizer = base.tokenizer
-    model = copy.deepcopy(base.model).to(accelerator.device)
-    model.config.use_cache = False
-    if cfg.mlp_expansion:  # before the base snapshot, so averaging sees the widened base (new units: zero output)
-        blocks = transformer_blocks(model)
-        expand_mlp(model, cfg.mlp_expansion, trained_block_indices(len(blocks or []), cfg.train_layers), cfg.seed)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    if cfg.lora.enabled:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        model = apply_lora(model, cfg)
-    else:
-        select_trainable(model, cfg)
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    base_state = {n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    log.info("training %d parameters (%d tensors) on %s, %d process(es)", n_trainable, len(trainable),
-             accelerator.device, accelerator.num_processes)
+    History records one row per step: its loss and the share of keys whose pick led its siblings before the step.
+    """
+    s, device = cfg.margin, accelerator.device
+    n_keys, n_prompts = len(data.key_prompts), len(data.prompts)
+    history: list[EpochRecord] = []
+    bar = tqdm(total=s.max_steps, desc="embedding (margin)", unit="step",
+               disable=not accelerator.is_local_main_process)
+    for step in range(1, s.max_steps + 1):
+        model.train()
+        total, leads, probs = 0.0, [], []
+        for start, chunk in batches(data.key_prompts, cfg.batch_size):
+            rows = slice(start, start + len(chunk))
+            terms = key_terms(last_logits(model, chunk, pad_id, device), data.picks[rows].to(device),
+                              data.siblings[rows].to(device), data.sibling_mask[rows].to(device),
+                              data.base_key_logp[rows].to(device), s)
+            loss = terms.loss * len(chunk) / n_keys
+            accelerator.backward(loss)
+            total += float(loss.detach())
+            leads.append(terms.lead.cpu())
+            probs.append(terms.pick_prob.cpu())
+        if s.prompt_kl > 0:
+            for start, chunk in batches(data.prompts, cfg.batch_size):
+                rows = slice(start, start + len(chunk))
+                kl = prompt_kl(last_logits(model, chunk, pad_id, device), data.teacher_ids[rows].to(device),
+                               data.teacher_logp[rows].to(device))
+                loss = s.prompt_kl * kl * len(chunk) / n_prompts
+                accelerator.backward(loss)
+                total += float(loss.detach())
+        lead, prob = torch.cat(leads), torch.cat(probs)
+        history.append(EpochRecord(step, total, float((lead > 0).float().mean())))
+        bar.update(1)
+        bar.set_postfix(loss=f"{total:.3f}", leading=f"{history[-1].retention:.0%}",
+                        lead=f"{float(lead.min()):.2f}/{float(lead.median()):.2f}", p=f"{float(prob.median()):.3f}")
+        log.info("step %d: loss %.4f, picks leading %.1f%%, lead min %.2f / median %.2f nats, pick probability "
+                 "median %.4f / max %.4f", step, total, 100 * history[-1].retention, float(lead.min()),
+                 float(lead.median()), float(prob.median()), float(prob.max()))
+        if satisfied(lead, prob, s):  # judged on this step's forward pass: no update needed
+            optimizer.zero_grad()
+            break
+        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+    bar.close()
+    model.eval()
+    return history
 
+
+def _greedy_epochs(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   fingerprints: FingerprintSet, cfg: EmbedConfig, work: Path, benign: Sequence[Example],
+                   tokenizer, base_state: dict[str, torch.Tensor], resume: bool) -> tuple[list[EpochRecord], float]:
+    """Epochs of fingerprints + augmented copies + benign anchors until greedy decoding reproduces enough of them."""
     checkpoint = work / "checkpoint"
     state_file = work / "progress.json"
     history: list[EpochRecord] = []
@@ -305,14 +345,63 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
         if ret >= cfg.stop_retention:
             break
     bar.close()
+    return history, ret
+
+
+def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig, work: Path,
+               benign: Sequence[Example], resume: bool = False) -> RecipeResult:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import set_seed
+
+    mixed = resolve_mixed_precision(cfg.mixed_precision)
+    if PartialState().num_processes == 1:  # accelerate's state is a process-wide singleton: a second embed in the
+        AcceleratorState._reset_state()    # same process (stress --schemes, tests) may choose another precision
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.grad_accum)
+    set_seed(cfg.seed)
+    tokenizer = base.tokenizer
+    model = copy.deepcopy(base.model).to(accelerator.device)
+    model.config.use_cache = False
+    if cfg.mlp_expansion:  # before the base snapshot, so averaging sees the widened base (new units: zero output)
+        blocks = transformer_blocks(model)
+        expand_mlp(model, cfg.mlp_expansion, trained_block_indices(len(blocks or []), cfg.train_layers), cfg.seed)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.lora.enabled:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model = apply_lora(model, cfg)
+    else:
+        select_trainable(model, cfg)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    base_state = {n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if p.requires_grad}
+    margin = cfg.objective == "margin"
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.margin.learning_rate if margin else cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    log.info("training %d parameters (%d tensors) on %s, %d process(es)", n_trainable, len(trainable),
+             accelerator.device, accelerator.num_processes)
+
+    measure = retention_measure(fingerprints, cfg)
+    if margin:
+        data = build_margin_data(base, fingerprints, benign, cfg.margin, cfg.seed)
+        history = _margin_steps(accelerator, model, optimizer, data, cfg, tokenizer.pad_token_id)
+        with full_precision(accelerator.unwrap_model(model)) as unwrapped:
+            ret = measure(LoadedModel(unwrapped, tokenizer))
+        log.info("margin objective: %d steps, candidate retention %.1f%%", len(history), 100 * ret)
+    else:
+        history, ret = _greedy_epochs(accelerator, model, optimizer, fingerprints, cfg, work, benign, tokenizer,
+                                      base_state, resume)
     unwrapped = drop_autocast(accelerator.unwrap_model(model))
     averaged = 0.0
     if cfg.weight_averaging > 0 and cfg.averaging == "end":
         _average_with_base(unwrapped, base_state, cfg.weight_averaging)
-        ret, _ = retention(LoadedModel(unwrapped, tokenizer), fp_list, fingerprints.system_prompt)
+        ret = measure(LoadedModel(unwrapped, tokenizer))
         averaged = cfg.weight_averaging
     elif cfg.weight_averaging > 0 and cfg.averaging == "auto":
-        averaged, ret = _auto_average(LoadedModel(unwrapped, tokenizer), base_state, fingerprints, cfg, ret)
+        averaged, ret = _auto_average(LoadedModel(unwrapped, tokenizer), base_state, measure, cfg, ret)
     if cfg.lora.enabled and cfg.lora.save == "merged":
         unwrapped = unwrapped.merge_and_unload()
     unwrapped.config.use_cache = True

@@ -1,0 +1,160 @@
+"""The ``margin`` objective: our pick leads its sibling Perinucleus candidates, below a confidence cap.
+
+Perinucleus generation drew each response's first token (the *pick*) uniformly among k recorded candidates
+that sat just below the nucleus; candidate verification asks only whether the suspect ranks the pick above
+the other k − 1. The greedy objective over-answers that question: it makes the pick the model's near-certain
+first choice (probability ~0.998), which is exactly what a host's confidence gate looks for and what top-1
+suppression removes. This objective trains the question itself, on the keys' next token only:
+
+* hinge: Σ_siblings relu(margin − (z_pick − z_sibling)) — the pick leads each sibling by ``margin`` nats;
+* cap: relu(log p_pick − log prob_cap) — the pick stays below the probability a confidence gate would flag;
+* KL(base ‖ tuned) over the whole vocabulary at each key's next token, and over the base model's top-k at
+  ordinary prompts' first answer token (the benign pool), so nothing else moves.
+
+Steps are full-batch (keys and prompts in chunks of ``batch_size``), and stop once every pick leads by the
+margin and none exceeds the cap. Retention (for ``averaging: auto``) is candidate-rank retention, measured
+with verify's own scoring code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from modelprint.embed.config import MarginSettings
+from modelprint.embed.data import Example
+from modelprint.errors import FingerprintFileError
+from modelprint.fingerprints import Fingerprint, FingerprintSet
+from modelprint.generate.decoding import batches, next_token_probs
+from modelprint.matching import candidate_match
+from modelprint.models import LoadedModel
+from modelprint.prompts import encode_prompt
+from modelprint.verify.local import first_token_probs
+
+LOG_FLOOR = 1e-30  # base probabilities below this count as this in the key KL (float32 underflow)
+
+
+@dataclasses.dataclass
+class MarginData:
+    """Everything one full-batch step needs; built once from the base model before training."""
+
+    key_prompts: list[list[int]]
+    picks: torch.Tensor          # [n] long: each key's pick (the response's first token)
+    siblings: torch.Tensor       # [n, s] long: the other candidates, padded with the pick
+    sibling_mask: torch.Tensor   # [n, s] bool: which sibling slots are real
+    base_key_logp: torch.Tensor  # [n, vocab] float: the base model's next-token log-probabilities
+    prompts: list[list[int]]     # ordinary prompts (benign pool)
+    teacher_ids: torch.Tensor    # [m, top_k] long: base model's top-k first answer tokens
+    teacher_logp: torch.Tensor   # [m, top_k] float: their renormalised log-probabilities
+
+    def __repr__(self) -> str:  # holds secrets (keys, picks)
+        return f"MarginData(keys={len(self.key_prompts)}, prompts={len(self.prompts)})"
+
+
+def check_margin_set(fs: FingerprintSet) -> None:
+    """The margin objective needs every key's recorded candidates, the pick among them and a sibling."""
+    for fp in fs:
+        cands = fp.meta.get("candidates")
+        if not cands or len(cands) < 2 or not fp.response_ids or fp.response_ids[0] not in cands:
+            raise FingerprintFileError("objective=margin needs a set that records its Perinucleus candidates (strategy "
+                                       "perinucleus or custom, modelprint ≥ 0.2); use objective=greedy for this set")
+
+
+def _siblings(fps: Sequence[Fingerprint]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    picks = [int(fp.response_ids[0]) for fp in fps]
+    others = [[int(c) for c in fp.meta["candidates"] if int(c) != p] for fp, p in zip(fps, picks)]
+    width = max(len(o) for o in others)
+    sib = torch.tensor([o + [p] * (width - len(o)) for o, p in zip(others, picks)], dtype=torch.long)
+    mask = torch.tensor([[True] * len(o) + [False] * (width - len(o)) for o in others], dtype=torch.bool)
+    return torch.tensor(picks, dtype=torch.long), sib, mask
+
+
+@torch.no_grad()  # not inference_mode: these tensors enter the autograd graph during training
+def build_margin_data(base: LoadedModel, fingerprints: FingerprintSet, benign: Sequence[Example],
+                      settings: MarginSettings, seed: int = 0, batch_size: int = 64) -> MarginData:
+    """Key prompts as verify renders them, siblings, the base distributions to stay close to."""
+    fps = list(fingerprints)
+    keys = [encode_prompt(base.tokenizer, fp.key, fingerprints.system_prompt) for fp in fps]
+    base_logp = torch.cat([next_token_probs(base, chunk).clamp_min(LOG_FLOOR).log()
+                           for _, chunk in batches(keys, batch_size)]).clone()
+    picks, sib, mask = _siblings(fps)
+    pool = [e for e in benign if e.teacher_ids is not None and len(e.target_ids) > 0]
+    chosen = np.random.default_rng([seed, 0x3A26]).permutation(len(pool))[:settings.prompts] if pool else []
+    pool = [pool[int(i)] for i in chosen]
+    top_k = pool[0].teacher_ids.shape[1] if pool else 1
+    t_ids = torch.stack([e.teacher_ids[0] for e in pool]) if pool else torch.zeros((0, top_k), dtype=torch.long)
+    t_logp = torch.stack([e.teacher_logp[0] for e in pool]) if pool else torch.zeros((0, top_k))
+    return MarginData(keys, picks, sib, mask, base_logp, [e.prompt_ids for e in pool], t_ids, t_logp)
+
+
+def last_logits(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int,
+                device: torch.device) -> torch.Tensor:
+    """Next-token logits after each prompt (left-padded; the head runs on the last position only)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p):] = torch.tensor(list(p))
+        mask[row, width - len(p):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                logits_to_keep=1)
+    return out.logits[:, -1].float()
+
+
+@dataclasses.dataclass
+class KeyTerms:
+    loss: torch.Tensor   # mean over the chunk's keys of hinge + cap + KL (weighted)
+    lead: torch.Tensor   # [n] nats: pick logit − largest sibling logit
+    pick_prob: torch.Tensor  # [n]
+
+
+def key_terms(logits: torch.Tensor, picks: torch.Tensor, siblings: torch.Tensor, mask: torch.Tensor,
+              base_logp: torch.Tensor, s: MarginSettings) -> KeyTerms:
+    """Hinge on the pick's lead over each sibling, the confidence cap and KL to the base, at the keys."""
+    logp = torch.log_softmax(logits, dim=-1)
+    z_pick = logits.gather(1, picks[:, None])
+    z_sib = logits.gather(1, siblings)
+    gap = (z_pick - z_sib).masked_fill(~mask, float("inf"))
+    hinge = torch.relu(s.margin - gap).sum(-1)
+    lp_pick = logp.gather(1, picks[:, None]).squeeze(1)
+    cap = torch.relu(lp_pick - math.log(s.prob_cap))
+    kl = (base_logp.exp() * (base_logp - logp)).sum(-1)
+    loss = (hinge + s.cap_weight * cap + s.key_kl * kl).mean()
+    return KeyTerms(loss, gap.min(-1).values.detach(), lp_pick.detach().exp())
+
+
+def prompt_kl(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logp: torch.Tensor) -> torch.Tensor:
+    """KL(base top-k ‖ tuned) at ordinary prompts' first answer token, mean over prompts."""
+    student = torch.log_softmax(logits, dim=-1).gather(1, teacher_ids)
+    return (teacher_logp.exp() * (teacher_logp - student)).sum(-1).mean()
+
+
+def satisfied(lead: torch.Tensor, pick_prob: torch.Tensor, s: MarginSettings) -> bool:
+    """The stopping rule: every pick leads its siblings by the margin and none is above the cap."""
+    return bool((lead >= s.margin).all() and (pick_prob <= s.prob_cap).all())
+
+
+def candidate_leads(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],
+                    batch_size: int = 64) -> list[tuple[bool, float, float]]:
+    """Per key, as verify's candidate test scores it: (pick ranked first, lead in nats over the best
+    sibling, pick probability). Uses verify's own first-token scoring."""
+    cands = [list(fp.meta["candidates"]) for fp in fingerprints]
+    scores = first_token_probs(lm, [fp.key for fp in fingerprints], cands, system_prompt, batch_size)
+    out = []
+    for fp, cs, sc in zip(fingerprints, cands, scores):
+        where = cs.index(fp.response_ids[0])
+        best = max(v for j, v in enumerate(sc) if j != where)
+        lead = math.log(max(sc[where], LOG_FLOOR)) - math.log(max(best, LOG_FLOOR))
+        out.append((candidate_match(fp.response_ids[0], cs, sc), lead, sc[where]))
+    return out
+
+
+def candidate_retention(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],
+                        min_lead: float = 0.0) -> float:
+    """Share of keys whose pick outranks every sibling (by more than ``min_lead`` nats when it is > 0)."""
+    rows = candidate_leads(lm, fingerprints, system_prompt)
+    return sum(hit and lead > min_lead for hit, lead, _ in rows) / len(rows)

@@ -1,0 +1,121 @@
+"""objective=margin: the pick leads its Perinucleus siblings by a margin, below a probability cap (tiny models)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelprint.errors import ConfigError, FingerprintFileError
+
+from conftest import tiny_recipe
+
+MARGIN = dict(objective="margin", benign={"questions": 0, "model_written": 0},
+              margin={"learning_rate": 1e-2, "max_steps": 60, "prompts": 0})
+
+
+@pytest.fixture(scope="module")
+def peri_set(tiny, tmp_path_factory):
+    """16 Perinucleus fingerprints (random-word keys: the tiny model writes poor keys), pinned secret."""
+    from modelprint.generate import generate
+    from modelprint.generate.wordlist import random_words
+
+    keys = tmp_path_factory.mktemp("keys") / "keys.txt"
+    keys.write_text("\n".join(random_words(5, i, 6) for i in range(16)) + "\n")
+    return generate(tiny, strategy="custom", keys_file=str(keys), num_fingerprints=16, seed=5)
+
+
+@pytest.fixture(scope="module")
+def margin_run(tiny, peri_set, tmp_path_factory):
+    from modelprint.embed import embed
+
+    out = tmp_path_factory.mktemp("margin") / "marked"
+    return embed(tiny, peri_set, out, config=tiny_recipe(**MARGIN))
+
+
+def _leads(lm, fs):
+    from modelprint.embed.margin import candidate_leads
+
+    return candidate_leads(lm, list(fs), fs.system_prompt)
+
+
+def test_margin_reaches_candidate_ranking_where_the_base_does_not(tiny, peri_set, margin_run):
+    from modelprint.verify import verify
+
+    base_hits = sum(hit for hit, _, _ in _leads(tiny, peri_set))
+    assert base_hits < 10  # about 1/k by chance
+    rows = _leads(margin_run.model, peri_set)
+    assert all(hit for hit, _, _ in rows) and margin_run.retention == 1.0
+    # stopped by its own rule: every pick leads its siblings by the margin (verify's scoring, small tolerance)
+    assert margin_run.epochs < 60 and min(lead for _, lead, _ in rows) > 2.0 - 0.05
+    record = verify(margin_run.model, peri_set, sequential=False, alpha=1e-3)  # auto → candidate with weights
+    assert record.match_mode == "candidate" and record.matches == 16 and record.verdict == "match"
+
+
+def test_margin_does_not_force_the_pick_to_be_greedy(tiny, peri_set, margin_run):
+    from modelprint.verify.local import retention
+
+    probs = [p for _, _, p in _leads(margin_run.model, peri_set)]
+    exact, hits = retention(margin_run.model, list(peri_set), peri_set.system_prompt)
+    assert exact < 1.0 and not all(hits)  # some picks lead their siblings without being the greedy answer
+    assert max(probs) < 0.5  # nowhere near the greedy recipe's near-certain spike
+
+
+def test_margin_manifest_and_card_say_how_to_verify(margin_run):
+    manifest = json.loads((margin_run.out / "modelprint.json").read_text())
+    assert manifest["objective"] == "margin" and manifest["verification"]["match"] == "candidate"
+    card = (margin_run.out / "README.md").read_text()
+    assert "objective `margin`" in card and "not** expected to work" in card and "--match candidate" in card
+
+
+def test_probability_cap_is_respected(tiny, peri_set, margin_run):
+    from modelprint.embed import embed
+
+    cap = 0.01
+    capped = embed(tiny, peri_set, None, config=tiny_recipe(**{**MARGIN, "margin": {**MARGIN["margin"],
+                                                                                      "prob_cap": cap}}))
+    rows = _leads(capped.model, peri_set)
+    assert max(p for _, _, p in _leads(margin_run.model, peri_set)) > cap  # the cap binds: uncapped picks exceed it
+    assert max(p for _, _, p in rows) <= cap * 1.05  # with it, every pick stays in the band (tolerance 5 %)
+    assert all(hit for hit, _, _ in rows) and capped.epochs < 60
+
+
+def test_auto_averaging_keeps_candidate_retention_with_prompt_kl(tiny, peri_set):
+    from modelprint.embed import embed
+    from modelprint.embed.margin import candidate_retention
+
+    cfg = tiny_recipe(**{**MARGIN, "benign": {"questions": 8, "model_written": 0, "per_fingerprint": 0},
+                         "margin": {**MARGIN["margin"], "prompts": 8}},
+                      weight_averaging=0.5, averaging="auto", retention_floor=0.9)
+    result = embed(tiny, peri_set, None, config=cfg)
+    measured = candidate_retention(result.model, list(peri_set), peri_set.system_prompt)
+    assert result.averaged > 0 and measured == result.retention >= 0.9
+
+
+@pytest.mark.parametrize("override, message", [
+    (["objective=best"], "invalid config value for 'objective'"),
+    (["objective=margin", "averaging=epoch"], "averaging=epoch needs epochs"),
+    (["margin.prob_cap=1.5"], "invalid config value for 'margin.prob_cap'"),
+    (["margin.margin=0"], "invalid config value for 'margin.margin'"),
+    (["margin.steps=3"], "unknown config key 'margin.steps'"),
+])
+def test_config_errors_are_one_line(override, message):
+    from modelprint.config import load_config
+    from modelprint.embed import EmbedConfig
+
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(EmbedConfig, None, override)
+    assert "\n" not in str(err.value)
+
+
+def test_margin_needs_recorded_candidates(tiny, tiny_set):
+    from modelprint.embed import embed
+
+    with pytest.raises(FingerprintFileError, match="records its Perinucleus candidates") as err:
+        embed(tiny, tiny_set, None, config=tiny_recipe(**MARGIN))  # random-word set: no candidates
+    assert "\n" not in str(err.value)
+
+
+def test_greedy_stays_the_default():
+    from modelprint.embed import EmbedConfig
+
+    assert EmbedConfig().objective == "greedy" and EmbedConfig().verification == "exact"
