@@ -28,11 +28,11 @@ from modelprint.embed.config import MarginSettings
 from modelprint.embed.data import Example
 from modelprint.errors import FingerprintFileError
 from modelprint.fingerprints import Fingerprint, FingerprintSet
-from modelprint.generate.decoding import batches, next_token_probs
+from modelprint.decoding import batches, next_token_probs
 from modelprint.matching import candidate_match
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompt
-from modelprint.verify.local import first_token_probs
+from modelprint.verify import first_token_probs
 
 LOG_FLOOR = 1e-30  # base probabilities below this count as this in the key KL (float32 underflow)
 

@@ -33,7 +33,7 @@ from modelprint.embed.margin import MarginData, build_margin_data, candidate_ret
     prompt_kl, satisfied
 from modelprint.embed.expansion import expand_mlp, trained_block_indices, transformer_blocks
 from modelprint.fingerprints import FingerprintSet
-from modelprint.generate.decoding import batches
+from modelprint.decoding import batches
 from modelprint.models import LoadedModel
 from modelprint.verify import retention
 
