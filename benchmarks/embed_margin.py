@@ -31,13 +31,13 @@ from modelprint.embed.benign import ordinary_questions
 from modelprint.embed.margin import candidate_leads, last_logits
 from modelprint.fingerprints import load_fingerprints
 from modelprint.log import setup_logging
-from modelprint.generate.decoding import batches
+from modelprint.decoding import batches
 from modelprint.matching import candidate_match
 from modelprint.merge import merge
 from modelprint.models import load_model
 from modelprint.prompts import encode_prompts
 from modelprint.stress.attacks.suppress import suppress_topk
-from modelprint.stress.registry import StressContext
+from modelprint.stress.blueprint import StressContext
 from modelprint.verify import verify
 
 GATES = (0.95, 0.9, 0.8, 0.5)

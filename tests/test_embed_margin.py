@@ -17,7 +17,7 @@ MARGIN = dict(objective="margin", benign={"questions": 0, "model_written": 0},
 def peri_set(tiny, tmp_path_factory):
     """16 Perinucleus fingerprints (random-word keys: the tiny model writes poor keys), pinned secret."""
     from modelprint.generate import generate
-    from modelprint.generate.wordlist import random_words
+    from modelprint.wordlist import random_words
 
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text("\n".join(random_words(5, i, 6) for i in range(16)) + "\n")
