@@ -50,14 +50,18 @@ def test_every_kind_refuses_an_unknown_name_the_same_way():
 
 
 def test_a_third_party_plugin_arrives_through_the_entry_point_group(monkeypatch):
+    """An installed package lists ``module:setup`` under the group; loading calls it and it registers."""
+    STRESSES.load()
+    monkeypatch.setattr(STRESSES, "_entries", dict(STRESSES._entries))  # leave the real table as it was
+    monkeypatch.setattr(STRESSES, "_sources", dict(STRESSES._sources))
     module = types.ModuleType("fake_modelprint_plugin")
     exec("from modelprint.stress.blueprint import STRESSES, SCOPE_RENDERING, Stressed\n"
-         "@STRESSES.register('fake-third-party', source='a pip package')\n"
-         "def fake(ctx, strength: float = 1.0):\n"
-         "    '''A stress from outside.'''\n"
-         "    return Stressed(ctx.marked, None, SCOPE_RENDERING)\n", module.__dict__)
+         "def setup():\n"
+         "    @STRESSES.register('fake-third-party', source='a pip package')\n"
+         "    def fake(ctx, strength: float = 1.0):\n"
+         "        return Stressed(ctx.marked, None, SCOPE_RENDERING)\n", module.__dict__)
     monkeypatch.setitem(sys.modules, "fake_modelprint_plugin", module)
-    entry = metadata.EntryPoint(name="fake", value="fake_modelprint_plugin", group=plugins.ENTRY_POINT_GROUP)
+    entry = metadata.EntryPoint(name="fake", value="fake_modelprint_plugin:setup", group=plugins.ENTRY_POINT_GROUP)
     seen = []
 
     def entry_points(group):
@@ -66,10 +70,11 @@ def test_a_third_party_plugin_arrives_through_the_entry_point_group(monkeypatch)
 
     monkeypatch.setattr(plugins.metadata, "entry_points", entry_points)
     monkeypatch.setattr(plugins, "_loaded_entry_points", False)
-    monkeypatch.setattr(STRESSES, "_entries", dict(STRESSES._entries))  # leave the real table as it was
+    assert "fake-third-party" not in STRESSES
     plugins.load_entry_points()
     assert seen == ["modelprint.plugins"]
-    assert STRESSES.get("fake-third-party").source == "a pip package"
+    assert STRESSES.source("fake-third-party") == "a pip package"
+    assert STRESSES.get("fake-third-party").defaults == {"strength": 1.0}
 
 
 def test_a_broken_third_party_plugin_is_skipped_with_a_warning(monkeypatch, caplog):
