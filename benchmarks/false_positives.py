@@ -5,7 +5,8 @@ benchmark makes fresh fingerprint sets (OS-random secrets) from SmolLM2-135M, on
 each against suspects that were never trained on them:
 
 * ``gemma-http``: Gemma-3-270M (another family and tokenizer) behind ``modelprint serve``, asked over HTTP as
-  ``verify --endpoint`` asks (text comparison; candidate ranking is refused there);
+  ``verify --endpoint`` asks (text comparison; candidate ranking from its top-20 logprobs; the sampling
+  statistic over 16 samples per key);
 * ``smollm2-base``: the unmarked SmolLM2-135M (local weights: exact, prefix and candidate);
 * ``smollm2-sft``: SmolLM2 briefly fine-tuned on benign NQ-open answers (the stress suite's host SFT loop);
 * ``smollm2-other``: SmolLM2 fingerprinted with a *different* secret (its own Perinucleus set B, embedded with a
@@ -59,7 +60,7 @@ from modelprint.models import LoadedModel  # noqa: E402
 
 STRATEGIES = ("perinucleus", "english", "random-word", "inverse-nucleus", "english-random-response",
               "instructional", "chain-hash")
-MODES = ("exact", "prefix", "candidate")
+MODES = ("exact", "prefix", "candidate", "sample")
 SUSPECTS = ("gemma", "base", "sft", "other")
 SUSPECT_NAMES = {"gemma": "gemma-http", "base": "smollm2-base", "sft": "smollm2-sft", "other": "smollm2-other"}
 BASE_MODEL = "smollm2-135m"
@@ -124,7 +125,7 @@ def _set_bound(fs: FingerprintSet, index: int, mode: str, key: Optional[str] = N
     recorded = fp.meta.get("bounds")
     if key and isinstance(recorded, dict) and isinstance(recorded.get(key), (int, float)):
         return float(recorded[key])
-    if mode == "candidate" and fp.meta.get("candidates"):
+    if mode in ("candidate", "sample") and fp.meta.get("candidates"):
         return max(fp.null_prob, 1.0 / len(fp.meta["candidates"]))
     return fp.null_prob
 
