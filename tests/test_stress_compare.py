@@ -78,7 +78,7 @@ def test_rerun_resumes_without_re_embedding(compared, tiny, monkeypatch):
         compare_schemes(["perinucleus"], model=tiny, out=out, **{**OPTIONS, "num_fingerprints": 17})
 
 
-def test_intrinsic_scheme_and_failed_scheme_is_a_row_and_is_retried(tiny, tmp_path, monkeypatch):
+def test_intrinsic_scheme_and_failed_scheme_is_a_row_and_is_retried(tiny, tmp_path, monkeypatch, request):
     """trains=False: nothing embedded, the control needs an unrelated model; a failure is a row, retried next run."""
     import dataclasses
 
@@ -92,8 +92,9 @@ def test_intrinsic_scheme_and_failed_scheme_is_a_row_and_is_retried(tiny, tmp_pa
             raise RuntimeError("boom")
         return rw.keys(*a, **k)
 
-    monkeypatch.setitem(STRATEGIES, "test-intrinsic", dataclasses.replace(rw, name="test-intrinsic", trains=False))
-    monkeypatch.setitem(STRATEGIES, "test-flaky", dataclasses.replace(rw, name="test-flaky", keys=keys, trains=False))
+    for name, changes in (("test-intrinsic", {}), ("test-flaky", {"keys": keys})):
+        STRATEGIES.add(name, dataclasses.replace(rw, name=name, trains=False, **changes), source="a test")
+        request.addfinalizer(lambda name=name: STRATEGIES.remove(name))
     out = tmp_path / "c"
     opts = {**OPTIONS, "suite": "prune", "tasks": {"perplexity": 2}}
     res = compare_schemes(["test-flaky", "test-intrinsic"], model=tiny, out=out, **opts)

@@ -93,6 +93,11 @@ class Registry(Mapping[str, T], Generic[T]):
         self._sources[name] = source
         return value
 
+    def remove(self, name: str) -> None:
+        """Take plug-in ``name`` out again (a test's temporary plug-in, a plug-in an application disables)."""
+        self.get(name)
+        del self._entries[name], self._sources[name]
+
     def load(self) -> None:
         if not self._loaded:
             self._loaded = True
