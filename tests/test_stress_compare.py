@@ -92,8 +92,10 @@ def test_intrinsic_scheme_and_failed_scheme_is_a_row_and_is_retried(tiny, tmp_pa
             raise RuntimeError("boom")
         return rw.keys(*a, **k)
 
-    monkeypatch.setitem(STRATEGIES, "test-intrinsic", dataclasses.replace(rw, name="test-intrinsic", trains=False))
-    monkeypatch.setitem(STRATEGIES, "test-flaky", dataclasses.replace(rw, name="test-flaky", keys=keys, trains=False))
+    monkeypatch.setattr(STRATEGIES, "_entries", dict(STRATEGIES._entries))  # registrations undone after the test
+    monkeypatch.setattr(STRATEGIES, "_sources", dict(STRATEGIES._sources))
+    STRATEGIES.add("test-intrinsic", dataclasses.replace(rw, name="test-intrinsic", trains=False), source="test")
+    STRATEGIES.add("test-flaky", dataclasses.replace(rw, name="test-flaky", keys=keys, trains=False), source="test")
     out = tmp_path / "c"
     opts = {**OPTIONS, "suite": "prune", "tasks": {"perplexity": 2}}
     res = compare_schemes(["test-flaky", "test-intrinsic"], model=tiny, out=out, **opts)
