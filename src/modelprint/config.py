@@ -100,7 +100,7 @@ class VerifyConfig(StrictConfig):
     """
 
     alpha: float = Field(1e-6, gt=0.0, lt=1.0)  # false-positive level of the decision
-    match: Literal["auto", "exact", "prefix", "candidate"] = "auto"
+    match: Literal["auto", "exact", "prefix", "candidate", "sample"] = "auto"
     max_queries: Optional[int] = Field(None, ge=1)  # None: every key of the set
     batch_size: int = Field(64, ge=1)
     seed: int = 0  # which keys a limited budget spends (not a secret)

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from modelprint.config import VERIFY_DEFAULTS
 from modelprint.errors import ConfigError
 from modelprint.io import write_json_atomic
 from modelprint.log import console
@@ -97,10 +98,10 @@ def register(app: typer.Typer) -> None:
         max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Hard budget of keys to ask."),
         max_requests: Optional[int] = typer.Option(None, "--max-requests", help=MAX_REQUESTS_HELP),
         samples: int = typer.Option(16, "--samples", help=SAMPLES_HELP),
-        alpha: float = typer.Option(1e-6, "--alpha", help="False-positive level of the decision."),
-        match: str = typer.Option("auto", "--match", help=MATCH_HELP),
+        alpha: float = typer.Option(VERIFY_DEFAULTS.alpha, "--alpha", help="False-positive level of the decision."),
+        match: str = typer.Option(VERIFY_DEFAULTS.match, "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed", help="Seed of the random key order."),
-        batch_size: int = typer.Option(64, "--batch-size"),
+        batch_size: int = typer.Option(VERIFY_DEFAULTS.batch_size, "--batch-size"),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Write the machine-readable record here."),
     ) -> None:
         """Ask a suspect model the secret keys and decide whether it carries the fingerprints.
@@ -166,8 +167,8 @@ def register(app: typer.Typer) -> None:
         max_queries: Optional[int] = typer.Option(64, "--max-queries", help="Keys asked per licensee."),
         max_requests: Optional[int] = typer.Option(None, "--max-requests", help=MAX_REQUESTS_HELP),
         samples: int = typer.Option(16, "--samples", help=SAMPLES_HELP),
-        alpha: float = typer.Option(1e-6, "--alpha"),
-        match: str = typer.Option("auto", "--match", help=MATCH_HELP),
+        alpha: float = typer.Option(VERIFY_DEFAULTS.alpha, "--alpha"),
+        match: str = typer.Option(VERIFY_DEFAULTS.match, "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed"),
         json_out: Optional[Path] = typer.Option(None, "--json"),
     ) -> None:

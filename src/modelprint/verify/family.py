@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from modelprint.config import VERIFY_DEFAULTS
 from modelprint.errors import ConfigError
 from modelprint.fingerprints import FingerprintSet, load_fingerprints
 from modelprint.models import LoadedModel, load_model
@@ -53,7 +54,8 @@ def load_set(source: Union[str, Path, FingerprintSet, SetSource], url: Optional[
 
 def verify_sets(target: Union[str, Path, LoadedModel, Backend],
                 sets: Sequence[Union[str, Path, FingerprintSet, SetSource]], *, max_queries: Optional[int] = None,
-                alpha: float = 1e-6, match: str = "auto", seed: int = 0, batch_size: int = 64,
+                alpha: float = VERIFY_DEFAULTS.alpha, match: str = VERIFY_DEFAULTS.match, seed: int = 0,
+                batch_size: int = VERIFY_DEFAULTS.batch_size,
                 registry_url: Optional[str] = None) -> list[VerifyRecord]:
     """Verify each set against ``target``; Holm-correct their p-values so the whole call has false-match level α.
 
