@@ -64,8 +64,8 @@ class MarginSettings(StrictConfig):
     key_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned) at each key's next token")
     prompt_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned, top-k) at ordinary prompts' "
                                                       "first answer token (the benign pool)")
-    prompts: int = Field(128, ge=0, description="ordinary prompts from the benign pool for the prompt KL term")
-    learning_rate: float = Field(1e-4, gt=0.0)
+    prompts: int = Field(64, ge=0, description="ordinary prompts from the benign pool for the prompt KL term")
+    learning_rate: float = Field(2e-4, gt=0.0)
     max_steps: int = Field(60, ge=1, description="full-batch steps at most; training stops earlier once every "
                                                  "pick leads its siblings by the margin")
     retention_margin: float = Field(0.0, ge=0.0, description="a key counts as retained (for auto averaging) when "
