@@ -1,4 +1,5 @@
-"""``modelprint stress``: thin CLI over :func:`modelprint.stress.stress` (and ``--list`` of the plug-ins)."""
+"""``modelprint stress``: thin CLI over :func:`modelprint.stress.stress` (``--list`` of the plug-ins; ``--schemes``
+hands over to :mod:`modelprint.stress.compare_cli`)."""
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,10 @@ def register(app: typer.Typer) -> None:
         if schemes is not None:
             if fingerprints is not None or record:
                 raise ConfigError("--schemes generates each scheme's set itself: drop --fingerprints and --record")
-            _compare(schemes, model, num_fingerprints, suite, out, sizes, seed, alpha, match, embed_override or [],
-                     unrelated, overwrite)
+            from modelprint.stress.compare_cli import compare_cmd
+
+            compare_cmd(schemes, model, num_fingerprints, suite, out, sizes, seed, alpha, match, embed_override or [],
+                        unrelated, overwrite)
             return
         if model is None or fingerprints is None:
             raise ConfigError("--model and --fingerprints are required")
@@ -87,19 +90,3 @@ def register(app: typer.Typer) -> None:
                        "verdict_match": sum(r["verification"]["verdict"] == "match" for r in ok),
                        "min_rate": min((r["verification"]["rate"] for r in ok), default=None)}
             record_stress(model=str(model), suite=report.data["suite"], report_path=str(out or ""), summary=summary)
-
-
-def _compare(schemes: str, model: Optional[str], n: int, suite: str, out: Optional[Path], tasks, seed: int,
-             alpha: float, match: str, overrides: list[str], unrelated: Optional[str], overwrite: bool) -> None:
-    """``stress --schemes``: the side-by-side table, printed and written under ``out``."""
-    from modelprint.models import DEFAULT_MODEL
-    from modelprint.stress.compare import compare_schemes
-    from modelprint.stress.compare_report import format_comparison
-
-    start = time.perf_counter()
-    result = compare_schemes(schemes.split(","), model=model or DEFAULT_MODEL, num_fingerprints=n, suite=suite,
-                             out=out, tasks=tasks, seed=seed, alpha=alpha, match=match, embed_overrides=overrides,
-                             unrelated=unrelated, overwrite=overwrite)
-    typer.echo(format_comparison(result.data))
-    where = f"{out / 'comparison.html'}, " if out is not None else ""
-    typer.echo(f"comparison: {where}{time.perf_counter() - start:.0f} s")
