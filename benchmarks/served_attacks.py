@@ -4,9 +4,9 @@ verified through the endpoint in every access mode, next to what the attack cost
     python benchmarks/served_attacks.py --model MARKED_DIR --fingerprints SET.jsonl --out report-dir \
         [--sweep served|paper] [--access text,logprobs,sampling] [--alpha 1e-6] [--tasks perplexity=64,...]
 
-Rows: output detection (detect-topk at gates 0.95 … 0.5, detect-neighbor at 0.9 and 0.5), plain suppression
-(top-1, neighbours), input filtering, host SFT, and merges with a separately fine-tuned copy (linear 0.5, TIES);
-``--sweep paper`` runs the stress suite's full ``paper`` sweep instead (lookahead and statistical signature too:
+Rows (the stress suite ``served``): output detection (detect-topk at gates 0.95 … 0.5, detect-neighbor at 0.9 and
+0.5), plain suppression (top-1, neighbours), input filtering, host SFT, and merges with a separately fine-tuned copy
+(linear 0.5, TIES); ``--sweep paper`` runs the stress suite's full ``paper`` sweep instead (lookahead and statistical signature too:
 hours on 2 CPU cores). Every row is served with the host's edits applied to its text *and* to the
 log-probabilities it returns. Printed: per access mode the per-key verification rate and verdict at ``--alpha``,
 the normalized utility with its interval, and the rows on the accepting side of the leaderboard's bar
@@ -24,19 +24,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from modelprint.stress import stress  # noqa: E402
 from modelprint.stress.compare import parse_tasks  # noqa: E402
 from modelprint.stress.report import ACCEPT, format_table  # noqa: E402
-from modelprint.stress.suites import GATES, QUICK_TASKS, SUITES, Entry, SuiteSpec  # noqa: E402
-
-SERVED = SuiteSpec("served", (
-    *(Entry("detect-topk", {"gate": g}) for g in GATES),
-    Entry("detect-neighbor", {"gate": 0.9}),
-    Entry("detect-neighbor", {"gate": 0.5}),
-    Entry("suppress-topk"),
-    Entry("suppress-neighbor"),
-    Entry("input-filter"),
-    Entry("host-sft", {"n": 128, "epochs": 1}),
-    Entry("merge-linear", {"weight": 0.5, "partner": "finetuned"}),
-    Entry("merge-ties", {"density": 0.2, "partner": "finetuned"}),
-), dict(QUICK_TASKS), "the free and cheap attacks a host can run on a served model (≈ 1 h on 2 CPU cores)")
+from modelprint.stress.suites import SUITES  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +39,7 @@ def main() -> None:
     ap.add_argument("--tasks", default=None, help="utility tasks and sizes, e.g. perplexity=64,piqa=24")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
-    suite = SERVED if args.sweep == "served" else SUITES["paper"]
+    suite = SUITES[args.sweep]
     access = [a.strip() for a in args.access.split(",") if a.strip()]
     start = time.perf_counter()
     report = stress(args.model, args.fingerprints, base=args.base, suite=suite, out=args.out, alpha=args.alpha,

@@ -295,7 +295,7 @@ def test_gate_sweeps_become_curves_and_a_plot(tmp_path):
 def test_every_suite_names_known_plugins_and_parameters():
     from modelprint.stress.suites import SUITES
 
-    assert {"quick", "full", "paper"} <= set(SUITES)
+    assert {"quick", "full", "paper", "served"} <= set(SUITES)
     for suite in SUITES.values():
         for entry in suite.entries:
             spec = get_stress(entry.stress)

@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
         fingerprints: Optional[Path] = typer.Option(None, "--fingerprints", "-f", help="Its fingerprint set file."),
         base: Optional[str] = typer.Option(None, "--base", help="Unmarked base model (default: the set's own, if "
                                                                 "it is an embedded model with the recorded hash)."),
-        suite: str = typer.Option("quick", "--suite", help="quick | full | paper | comma list of stress/attack "
-                                                           "names."),
+        suite: str = typer.Option("quick", "--suite", help="quick | full | paper | served | comma list of "
+                                                           "stress/attack names."),
         access: str = typer.Option("weights", "--access", help="How each row is verified, comma list (the first is "
                                    "the headline): weights (the host's own path; published weights white-box) | "
                                    "text | logprobs | sampling (through the host's model behind modelprint serve)."),

@@ -93,11 +93,19 @@ PAPER = SuiteSpec("paper", (
                 "each suppression family, plain suppression, input filtering, statistical signature, host SFT, "
                 "and merges with a separately fine-tuned copy (hours on 2 CPU cores; minutes on a GPU)")
 
-SUITES = {s.name: s for s in (QUICK, FULL, PAPER)}
+FREE_ATTACKS = ("suppress-topk", "suppress-neighbor", "input-filter")
+SERVED = SuiteSpec("served", (
+    *(Entry("detect-topk", {"gate": g}) for g in GATES),
+    *(Entry("detect-neighbor", {"gate": g}) for g in (0.9, 0.5)),
+    *(e for e in PAPER.entries if e.stress in FREE_ATTACKS or e.stress in ("host-sft", "merge-linear", "merge-ties")),
+), QUICK_TASKS, "the paper sweep without its costliest rows (lookahead, statistical signature): the free and cheap "
+                "attacks a host can run on a served model (≈ 1 h on 2 CPU cores)")
+
+SUITES = {s.name: s for s in (QUICK, FULL, PAPER, SERVED)}
 
 
 def resolve_suite(spec: str) -> SuiteSpec:
-    """``quick``, ``full``, ``paper`` or a comma list of plug-in names (defaults, with the quick suite's tasks)."""
+    """``quick``, ``full``, ``paper``, ``served`` or a comma list of plug-in names (defaults, with the quick suite's tasks)."""
     from modelprint.stress.blueprint import get_stress
 
     if spec in SUITES:
