@@ -101,34 +101,33 @@ ACCESS_MODES: dict[str, Optional[str]] = {"weights": None, "text": "exact", "log
                                           "sampling": "sample"}
 
 
-def _served_verification(stressed: Stressed, fs: FingerprintSet, alpha: float, access: str,
-                         seed: int) -> dict[str, Any]:
-    """Verify through ``modelprint serve`` running the host's model (its decoding changes and input filter on the
-    answers and, consistently, on the log-probabilities it returns), as an owner outside would."""
-    from modelprint.serve import serve_in_thread
-    from modelprint.verify import HttpBackend
-
-    if stressed.scope == SCOPE_RENDERING:
-        return {"status": "not applicable", "why": "a rendering change happens in the host's prompt path, which a "
-                                                    "served endpoint here does not reproduce"}
-    url, stop = serve_in_thread(stressed.model)
-    backend = HttpBackend(url, timeout=600.0)
-    try:
-        return verification_cell(backend, fs, alpha, ACCESS_MODES[access] or "exact", seed)
-    finally:
-        backend.close()
-        stop()
-
-
 def _verifications(stressed: Stressed, fs: FingerprintSet, alpha: float, match: str, seed: int,
                    access: Sequence[str]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for mode in access:
-        if mode == "weights":
-            out[mode] = verification_cell(verification_backend(stressed, match), fs, alpha, match, seed)
-        else:
-            out[mode] = _served_verification(stressed, fs, alpha, mode, seed)
-    return out
+    """One verification per access mode. The served modes ask the row's model behind one ``modelprint serve``
+    (its decoding changes and input filter on the answers and, consistently, on the log-probabilities it
+    returns), as an owner outside would."""
+    out: dict[str, dict[str, Any]] = {}
+    if "weights" in access:
+        out["weights"] = verification_cell(verification_backend(stressed, match), fs, alpha, match, seed)
+    served = [mode for mode in access if mode != "weights"]
+    if served and stressed.scope == SCOPE_RENDERING:
+        why = "a rendering change happens in the host's prompt path, which a served endpoint here does not reproduce"
+        out.update({mode: {"status": "not applicable", "why": why} for mode in served})
+    elif served:
+        from modelprint.serve import serve_in_thread
+        from modelprint.verify import HttpBackend
+
+        url, stop = serve_in_thread(stressed.model)
+        try:
+            for mode in served:
+                backend = HttpBackend(url, timeout=600.0)
+                try:
+                    out[mode] = verification_cell(backend, fs, alpha, ACCESS_MODES[mode] or "exact", seed)
+                finally:
+                    backend.close()
+        finally:
+            stop()
+    return {mode: out[mode] for mode in access}
 
 
 def normalized_ratio(stressed: TaskResult, base: TaskResult) -> tuple[float, float, float]:
