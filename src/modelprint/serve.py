@@ -204,11 +204,12 @@ class Generator:
         return [self._outcome(job) for job in jobs]
 
     @torch.inference_mode()
-    def score(self, ids: list[int], start: int, top: int, deadline: float = math.inf,
-              prompt_len: Optional[int] = None) -> list[TokenScore]:
+    def score(self, ids: list[int], start: int, top: int, prompt_len: int,
+              deadline: float = math.inf) -> list[TokenScore]:
         """Raw log-probabilities of ``ids[start:]`` given what precedes each, and each position's ``top`` best.
 
-        One forward pass over ``ids`` (teacher forcing, no padding); only the logits needed are computed.
+        One forward pass over ``ids`` (teacher forcing, no padding); only the logits needed are computed. A model
+        that edits what it serves (``host_logits``) edits the answer's positions, from ``prompt_len`` on, only.
         """
         if start >= len(ids):
             return []
@@ -222,7 +223,7 @@ class Generator:
             logits = out.logits[0, :keep - 1].float()
             host_edit = getattr(self.lm.model, "host_logits", None)  # a host that edits what it serves (stress)
             if host_edit is not None:  # it edits the answer's positions only, never the echoed prompt's
-                at = max(0, (start if prompt_len is None else prompt_len) - start)
+                at = max(0, prompt_len - start)
                 if at < logits.shape[0]:
                     logits = torch.cat([logits[:at], host_edit(ids, start + at, logits[at:])])
         finally:
@@ -489,7 +490,7 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None, limits: Option
         eos = lm.tokenizer.eos_token_id
         ids = prompt + new + ([eos] if finish == "stop" and eos is not None else [])
         try:
-            return await run_in_threadpool(gen.score, ids, start, top, deadline, len(prompt))
+            return await run_in_threadpool(gen.score, ids, start, top, len(prompt), deadline)
         except TimeoutError:
             raise RequestTimeout(limits.request_timeout) from None
 
