@@ -10,7 +10,7 @@ from modelprint.errors import ConfigError, FingerprintFileError
 from conftest import tiny_recipe
 
 MARGIN = dict(objective="margin", benign={"questions": 0, "model_written": 0},
-              margin={"learning_rate": 1e-2, "max_steps": 60, "prompts": 0})
+              margin={"learning_rate": 1e-2, "max_steps": 60, "prompts": 0, "prob_floor": 0.0})
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +72,28 @@ def test_probability_cap_is_respected(tiny, peri_set, margin_run):
 
     cap = 0.01
     capped = embed(tiny, peri_set, None, config=tiny_recipe(**{**MARGIN, "margin": {**MARGIN["margin"],
-                                                                                      "prob_cap": cap}}))
+                                                                                      "prob_cap": cap,
+                                                                                      "prob_floor": 0.0}}))
     rows = _leads(capped.model, peri_set)
     assert max(p for _, _, p in _leads(margin_run.model, peri_set)) > cap  # the cap binds: uncapped picks exceed it
     assert max(p for _, _, p in rows) <= cap * 1.05  # with it, every pick stays in the band (tolerance 5 %)
     assert all(hit for hit, _, _ in rows) and capped.epochs < 60
+
+
+def test_probability_floor_is_respected(tiny, peri_set):
+    """The band's lower edge: without it some picks lead their siblings at a low probability (invisible in an
+    endpoint's top-20 log-probabilities, rarely sampled); with it every pick sits above the floor."""
+    from modelprint.embed import embed
+
+    floor, steps = 0.2, 150
+    runs = {f: embed(tiny, peri_set, None, config=tiny_recipe(**{**MARGIN, "margin": {
+                **MARGIN["margin"], "prob_floor": f, "learning_rate": 3e-3, "max_steps": steps}}))
+            for f in (0.0, floor)}
+    unfloored = [p for _, _, p in _leads(runs[0.0].model, peri_set)]
+    floored = _leads(runs[floor].model, peri_set)
+    assert min(unfloored) < floor  # the floor binds
+    assert min(p for _, _, p in floored) >= floor * 0.95 and max(p for _, _, p in floored) <= 0.5 * 1.05
+    assert all(hit for hit, _, _ in floored) and runs[floor].epochs < steps  # stopped by its own rule
 
 
 def test_auto_averaging_keeps_candidate_retention_with_prompt_kl(tiny, peri_set):
@@ -87,8 +104,11 @@ def test_auto_averaging_keeps_candidate_retention_with_prompt_kl(tiny, peri_set)
                          "margin": {**MARGIN["margin"], "prompts": 8}},
                       weight_averaging=0.5, averaging="auto", retention_floor=0.9)
     result = embed(tiny, peri_set, None, config=cfg)
-    measured = candidate_retention(result.model, list(peri_set), peri_set.system_prompt)
+    measured = candidate_retention(result.model, list(peri_set), peri_set.system_prompt,
+                                   min_prob=cfg.margin.retained_prob)
     assert result.averaged > 0 and measured == result.retention >= 0.9
+    loose = candidate_retention(result.model, list(peri_set), peri_set.system_prompt)
+    assert loose >= measured  # the probability condition only removes keys
 
 
 @pytest.mark.parametrize("override, message", [
@@ -96,6 +116,7 @@ def test_auto_averaging_keeps_candidate_retention_with_prompt_kl(tiny, peri_set)
     (["objective=margin", "averaging=epoch"], "averaging=epoch needs epochs"),
     (["margin.prob_cap=1.5"], "invalid config value for 'margin.prob_cap'"),
     (["margin.margin=0"], "invalid config value for 'margin.margin'"),
+    (["margin.prob_floor=0.6", "margin.prob_cap=0.5"], "must be below margin.prob_cap"),
     (["margin.steps=3"], "unknown config key 'margin.steps'"),
 ])
 def test_config_errors_are_one_line(override, message):

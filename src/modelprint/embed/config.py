@@ -60,7 +60,12 @@ class MarginSettings(StrictConfig):
     margin: float = Field(2.0, gt=0.0, description="nats by which the pick's logit must lead every sibling candidate")
     prob_cap: float = Field(0.5, gt=0.0, lt=1.0, description="confidence band: the pick's probability above this "
                                                              "is penalised (a host's confidence gate sits above it)")
+    prob_floor: float = Field(0.1, ge=0.0, lt=1.0, description="confidence band's lower edge: the pick's probability "
+                              "below this is penalised, so an endpoint's top-20 log-probabilities list it and a "
+                              "sampling host draws it (0 turns the floor off)")
     cap_weight: float = Field(1.0, ge=0.0, description="weight of the penalty log p(pick) − log prob_cap above the cap")
+    floor_weight: float = Field(1.0, ge=0.0, description="weight of the penalty log prob_floor − log p(pick) below "
+                                                         "the floor")
     key_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned) at each key's next token")
     prompt_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned, top-k) at ordinary prompts' "
                                                       "first answer token (the benign pool)")
@@ -70,6 +75,20 @@ class MarginSettings(StrictConfig):
                                                  "pick leads its siblings by the margin")
     retention_margin: float = Field(0.0, ge=0.0, description="a key counts as retained (for auto averaging) when "
                                                              "its pick leads every sibling by more than this (nats)")
+    retention_prob: Optional[float] = Field(None, ge=0.0, lt=1.0, description="... and its pick's probability is at "
+                                            "least this (averaging toward the base lowers it; an endpoint must still "
+                                            "list and sample it); default: half of prob_floor")
+
+    @property
+    def retained_prob(self) -> float:
+        """The pick probability a retained key keeps (``retention_prob``, else half the floor)."""
+        return self.prob_floor / 2 if self.retention_prob is None else self.retention_prob
+
+    @model_validator(mode="after")
+    def _band(self) -> "MarginSettings":
+        if self.prob_floor >= self.prob_cap:
+            raise ValueError(f"margin.prob_floor ({self.prob_floor}) must be below margin.prob_cap ({self.prob_cap})")
+        return self
 
 
 class EmbedConfig(StrictConfig):

@@ -7,13 +7,15 @@ first choice (probability ~0.998), which is exactly what a host's confidence gat
 suppression removes. This objective trains the question itself, on the keys' next token only:
 
 * hinge: Σ_siblings relu(margin − (z_pick − z_sibling)) — the pick leads each sibling by ``margin`` nats;
-* cap: relu(log p_pick − log prob_cap) — the pick stays below the probability a confidence gate would flag;
+* band: relu(log p_pick − log prob_cap) + relu(log prob_floor − log p_pick) — the pick stays below the
+  probability a confidence gate would flag, and above one an endpoint's top-20 log-probabilities list and a
+  sampling host draws (a pick led by a margin but at probability 0.006 sat at rank ~23: invisible to both);
 * KL(base ‖ tuned) over the whole vocabulary at each key's next token, and over the base model's top-k at
   ordinary prompts' first answer token (the benign pool), so nothing else moves.
 
 Steps are full-batch (keys and prompts in chunks of ``batch_size``), and stop once every pick leads by the
-margin and none exceeds the cap. Retention (for ``averaging: auto``) is candidate-rank retention, measured
-with verify's own scoring code.
+margin inside the band. Retention (for ``averaging: auto``) is candidate-rank retention with the pick's
+probability at least ``retention_prob``, measured with verify's own scoring code.
 """
 from __future__ import annotations
 
@@ -122,8 +124,9 @@ def key_terms(logits: torch.Tensor, picks: torch.Tensor, siblings: torch.Tensor,
     hinge = torch.relu(s.margin - gap).sum(-1)
     lp_pick = logp.gather(1, picks[:, None]).squeeze(1)
     cap = torch.relu(lp_pick - math.log(s.prob_cap))
+    floor = torch.relu(math.log(s.prob_floor) - lp_pick) if s.prob_floor > 0 else torch.zeros_like(lp_pick)
     kl = (base_logp.exp() * (base_logp - logp)).sum(-1)
-    loss = (hinge + s.cap_weight * cap + s.key_kl * kl).mean()
+    loss = (hinge + s.cap_weight * cap + s.floor_weight * floor + s.key_kl * kl).mean()
     return KeyTerms(loss, gap.min(-1).values.detach(), lp_pick.detach().exp())
 
 
@@ -134,8 +137,8 @@ def prompt_kl(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logp: tor
 
 
 def satisfied(lead: torch.Tensor, pick_prob: torch.Tensor, s: MarginSettings) -> bool:
-    """The stopping rule: every pick leads its siblings by the margin and none is above the cap."""
-    return bool((lead >= s.margin).all() and (pick_prob <= s.prob_cap).all())
+    """The stopping rule: every pick leads its siblings by the margin, inside the band [prob_floor, prob_cap]."""
+    return bool((lead >= s.margin).all() and (pick_prob <= s.prob_cap).all() and (pick_prob >= s.prob_floor).all())
 
 
 def candidate_leads(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],
@@ -154,7 +157,8 @@ def candidate_leads(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system
 
 
 def candidate_retention(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],
-                        min_lead: float = 0.0) -> float:
-    """Share of keys whose pick outranks every sibling (by more than ``min_lead`` nats when it is > 0)."""
+                        min_lead: float = 0.0, min_prob: float = 0.0) -> float:
+    """Share of keys whose pick outranks every sibling (by more than ``min_lead`` nats when it is > 0) with
+    probability at least ``min_prob``."""
     rows = candidate_leads(lm, fingerprints, system_prompt)
-    return sum(hit and lead > min_lead for hit, lead, _ in rows) / len(rows)
+    return sum(hit and lead > min_lead and prob >= min_prob for hit, lead, prob in rows) / len(rows)

@@ -192,7 +192,7 @@ def retention_measure(fingerprints: FingerprintSet, cfg: EmbedConfig) -> Measure
     """What 'retained' means for the objective: greedy reproduction, or the pick outranking its siblings."""
     fps, sp = list(fingerprints), fingerprints.system_prompt
     if cfg.objective == "margin":
-        return lambda lm: candidate_retention(lm, fps, sp, cfg.margin.retention_margin)
+        return lambda lm: candidate_retention(lm, fps, sp, cfg.margin.retention_margin, cfg.margin.retained_prob)
     return lambda lm: retention(lm, fps, sp)[0]
 
 
