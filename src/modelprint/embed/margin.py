@@ -28,6 +28,7 @@ import torch
 
 from modelprint.embed.config import MarginSettings
 from modelprint.embed.data import Example
+from modelprint.embed.frozen_bottom import padded_inputs
 from modelprint.errors import FingerprintFileError
 from modelprint.fingerprints import Fingerprint, FingerprintSet
 from modelprint.decoding import batches, next_token_probs
@@ -95,16 +96,8 @@ def build_margin_data(base: LoadedModel, fingerprints: FingerprintSet, benign: S
 def last_logits(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int,
                 device: torch.device) -> torch.Tensor:
     """Next-token logits after each prompt (left-padded; the head runs on the last position only)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        ids[row, width - len(p):] = torch.tensor(list(p))
-        mask[row, width - len(p):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                logits_to_keep=1)
-    return out.logits[:, -1].float()
+    inputs = {k: v.to(device) for k, v in padded_inputs(prompts, pad_id).items()}
+    return model(**inputs, logits_to_keep=1).logits[:, -1].float()
 
 
 @dataclasses.dataclass

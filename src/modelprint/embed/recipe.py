@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from modelprint.embed.config import EmbedConfig
 from modelprint.embed.data import Example, collate, fingerprint_examples
+from modelprint.embed.frozen_bottom import FrozenBottom
 from modelprint.embed.margin import MarginData, build_margin_data, candidate_retention, key_terms, last_logits, \
     prompt_kl, satisfied
 from modelprint.embed.expansion import expand_mlp, trained_block_indices, transformer_blocks
@@ -239,14 +240,25 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
     s, device = cfg.margin, accelerator.device
     n_keys, n_prompts = len(data.key_prompts), len(data.prompts)
     history: list[EpochRecord] = []
+    key_chunks = list(batches(data.key_prompts, cfg.batch_size))
+    prompt_chunks = list(batches(data.prompts, cfg.batch_size)) if s.prompt_kl > 0 else []
+    bottom = FrozenBottom.build(accelerator.unwrap_model(model), [c for _, c in key_chunks + prompt_chunks],
+                                pad_id, device, accelerator.autocast)
+
+    def chunk_logits(index: int, chunk: Sequence[Sequence[int]]) -> torch.Tensor:
+        if bottom is not None:
+            with accelerator.autocast():
+                return bottom.logits(index)
+        return last_logits(model, chunk, pad_id, device)
+
     bar = tqdm(total=s.max_steps, desc="embedding (margin)", unit="step",
                disable=not accelerator.is_local_main_process)
     for step in range(1, s.max_steps + 1):
         model.train()
         total, leads, probs = 0.0, [], []
-        for start, chunk in batches(data.key_prompts, cfg.batch_size):
+        for index, (start, chunk) in enumerate(key_chunks):
             rows = slice(start, start + len(chunk))
-            terms = key_terms(last_logits(model, chunk, pad_id, device), data.picks[rows].to(device),
+            terms = key_terms(chunk_logits(index, chunk), data.picks[rows].to(device),
                               data.siblings[rows].to(device), data.sibling_mask[rows].to(device),
                               data.base_key_logp[rows].to(device), s)
             loss = terms.loss * len(chunk) / n_keys
@@ -254,14 +266,13 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
             total += float(loss.detach())
             leads.append(terms.lead.cpu())
             probs.append(terms.pick_prob.cpu())
-        if s.prompt_kl > 0:
-            for start, chunk in batches(data.prompts, cfg.batch_size):
-                rows = slice(start, start + len(chunk))
-                kl = prompt_kl(last_logits(model, chunk, pad_id, device), data.teacher_ids[rows].to(device),
-                               data.teacher_logp[rows].to(device))
-                loss = s.prompt_kl * kl * len(chunk) / n_prompts
-                accelerator.backward(loss)
-                total += float(loss.detach())
+        for index, (start, chunk) in enumerate(prompt_chunks, start=len(key_chunks)):
+            rows = slice(start, start + len(chunk))
+            kl = prompt_kl(chunk_logits(index, chunk), data.teacher_ids[rows].to(device),
+                           data.teacher_logp[rows].to(device))
+            loss = s.prompt_kl * kl * len(chunk) / n_prompts
+            accelerator.backward(loss)
+            total += float(loss.detach())
         lead, prob = torch.cat(leads), torch.cat(probs)
         history.append(EpochRecord(step, total, float((lead > 0).float().mean())))
         bar.update(1)
