@@ -170,7 +170,7 @@ def _set_tokenizer(model_source: str, expected_hash: str):
     return tok
 
 
-def _answer_ids(req: VerifyRequest, answer: Any) -> list[int]:
+def answer_ids(req: VerifyRequest, answer: Any) -> list[int]:
     if answer.ids is not None:
         return list(answer.ids)
     tok = _set_tokenizer(req.fs.model_source, req.fs.tokenizer_hash)
@@ -220,7 +220,7 @@ def green_test(req: VerifyRequest, key: int, gamma: float, ask=None) -> tuple[li
 
     def score(indices: list[int], answers: list[Any]) -> None:
         for index, answer in zip(indices, answers):
-            if counter.add(_answer_ids(req, answer)) >= KEY_Z:
+            if counter.add(answer_ids(req, answer)) >= KEY_Z:
                 matched.append(index)
 
     asked = ask_in_batches(req, score, ask=ask)
