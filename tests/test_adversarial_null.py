@@ -550,3 +550,45 @@ def test_domain_verifier_asks_only_the_probes_and_keeps_its_bound():
 
     record = verify(Suspect(), fs, alpha=ALPHA)
     assert set(seen) == probes and record.verdict == "no match" and record.statistic["scored"] == 2
+
+
+# ---------------------------------------------------------------------------------------------- ImF bits
+def test_imf_bit_agreement_verdict_false_positive_rate():
+    """imf: whatever a suspect answers, the decoded bits (and how many are compared) are a function of its answer;
+    each key's secret bits are uniform and its own, so the exact binomial tail convicts at most ALPHA of the time.
+    Suspects: every key decoding to the same bits, all zeros, all ones, maximal length, short answers, random."""
+    from modelprint.schemes.imf import SECRET_BITS, log10_agreement_tail
+
+    rng = np.random.default_rng(37)
+    keys, trials = 16, 4000
+    fixed = [int(b) for b in rng.integers(0, 2, size=SECRET_BITS)]
+    suspects = {"same-bits": [fixed] * keys, "zeros": [[0] * SECRET_BITS] * keys, "ones": [[1] * SECRET_BITS] * keys,
+                "short": [fixed[:3]] * keys, "random": [list(rng.integers(0, 2, size=int(rng.integers(0, 80))))
+                                                         for _ in range(keys)]}
+    tolerance = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / trials)
+    for name, decoded in suspects.items():
+        convicted = 0
+        for _ in range(trials):
+            secrets_ = rng.integers(0, 2, size=(keys, SECRET_BITS))  # fresh per key, as generation draws them
+            hits = compared = 0
+            for d, s in zip(decoded, secrets_):
+                d = d[:SECRET_BITS]
+                hits += int(sum(int(a) == int(b) for a, b in zip(d, s)))
+                compared += len(d)
+            convicted += compared > 0 and log10_agreement_tail(hits, compared) <= math.log10(ALPHA)
+        assert convicted / trials <= tolerance, (name, convicted / trials)
+
+
+def test_one_bit_string_shared_by_every_key_would_break_the_imf_bound():
+    """Negative control: the reference code embeds one bit stream in every answer. A suspect whose answers all
+    decode alike then agrees on all keys at once or on none: convicted about half the time at any ALPHA."""
+    from modelprint.schemes.imf import SECRET_BITS, log10_agreement_tail
+
+    rng = np.random.default_rng(41)
+    decoded = [1, 0, 1]  # three bits per answer, the same for each of 16 keys
+    wins = 0
+    for _ in range(2000):
+        shared = rng.integers(0, 2, size=SECRET_BITS)
+        hits = 16 * int(sum(int(a) == int(b) for a, b in zip(decoded, shared)))
+        wins += log10_agreement_tail(hits, 16 * len(decoded)) <= math.log10(ALPHA)
+    assert wins / 2000 > 0.05

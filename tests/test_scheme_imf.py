@@ -67,7 +67,7 @@ def test_embed_then_verify(varied, imf_set):
     assert rec.verdict == "match" and rec.log10_p_value < -6, rec.statistic
     assert rec.statistic["agreement"] > 0.9 and rec.matches >= 6
     other = verify(tiny_model(seed=1, init_std=0.5), imf_set)
-    assert other.verdict == "no match" and 0.3 < other.statistic["agreement"] < 0.7
+    assert other.verdict == "no match" and other.log10_p_value > -3
 
 
 def test_bad_input_is_one_line(varied, imf_set):
