@@ -465,3 +465,130 @@ def test_text_candidate_ranking_never_beats_one_over_k(vocab):
     scores = text_candidate_scores(colliding, [("The", -0.1), ("There", -2.0)])
     assert scores[0] == scores[1] and not candidate_match(0, range(3), scores) and not candidate_match(1, range(3), scores)
     assert checked > 200
+
+
+# ---------------------------------------------------------------------------------------------- green-list watermarks
+def _green_suspects(rng: np.random.Generator, vocab_size: int, answers: int, length: int, probes: list[list[int]]):
+    """What a suspect without the watermark key may answer to the probes: random text, one pair over and over,
+    a few tokens cycled, the probes copied back, text made green under a key it guessed, and text our model
+    might say for a *different* key (another licensee's watermark)."""
+    guess = int(rng.integers(1, 2 ** 63))
+    from modelprint.schemes.kgw import green
+
+    favoured = np.flatnonzero(green(guess, 0, np.arange(vocab_size), 0.25))
+    yield "random", [list(rng.integers(0, vocab_size, size=length)) for _ in range(answers)]
+    a, b = (int(t) for t in rng.integers(0, vocab_size, size=2))
+    yield "one-pair", [[a, b] * (length // 2) for _ in range(answers)]
+    cycle = list(rng.integers(0, vocab_size, size=3))
+    yield "cycle", [[int(cycle[i % 3]) for i in range(length)] for _ in range(answers)]
+    yield "copy-probes", [list(p) for p in probes]
+    yield "guessed-key", [list(rng.choice(favoured, size=length)) for _ in range(answers)]
+    other = int(rng.integers(1, 2 ** 63))
+    text = [int(rng.integers(vocab_size))]
+    while len(text) < length * answers:  # greedy text under another key's green list
+        nxt = np.flatnonzero(green(other, text[-1], np.arange(vocab_size), 0.25))
+        text.append(int(rng.choice(nxt)))
+    yield "other-watermark", [text[i * length:(i + 1) * length] for i in range(answers)]
+
+
+def test_green_count_verdict_false_positive_rate():
+    """domain-watermark / kgw-watermark: over 2·10³ secret keys per suspect kind, the exact binomial tail of the
+    de-duplicated green count convicts at ALPHA at most ALPHA of the time; the per-key z is only reported."""
+    from modelprint.schemes.kgw import GreenCounter, green_pairs, log10_binomial_tail
+
+    rng = np.random.default_rng(29)
+    vocab_size, trials = 300, 4000  # a small vocabulary: answers repeat pairs, so de-duplication matters
+    probes = [list(rng.integers(0, vocab_size, size=12)) for _ in range(16)]
+    tolerance = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / trials)
+    for name, answers in _green_suspects(rng, vocab_size, 16, 48, probes):
+        distinct = sorted({(int(a), int(b)) for ids in answers for a, b in zip(ids[:-1], ids[1:])})
+        convicted = 0
+        for trial in range(trials):
+            key = int(rng.integers(1, 2 ** 63))
+            green, scored = int(green_pairs(key, distinct, 0.25).sum()), len(distinct)
+            log10_p = log10_binomial_tail(green, scored, 0.25)
+            if trial < 20:  # the verifier's own counter computes exactly this
+                counter = GreenCounter(key, 0.25)
+                for ids in answers:
+                    counter.add(ids)
+                assert (counter.green, counter.scored, counter.log10_p()) == (green, scored, log10_p)
+            convicted += scored > 0 and log10_p <= math.log10(ALPHA)
+        assert convicted / trials <= tolerance, (name, convicted / trials)
+
+
+def test_counting_repeated_pairs_would_break_the_green_bound():
+    """Negative control: counting every occurrence (no de-duplication) lets the one-pair suspect win whenever its
+    pair is green, i.e. about γ = 0.25 of the time, far above ALPHA — the harness catches it."""
+    from modelprint.schemes.kgw import green_pairs, log10_binomial_tail
+
+    rng = np.random.default_rng(31)
+    pairs = [(5, 9)] * 400
+    wins = np.mean([log10_binomial_tail(int(green_pairs(int(rng.integers(1, 2 ** 63)), pairs, 0.25).sum()),
+                                        len(pairs), 0.25) <= math.log10(ALPHA) for _ in range(2000)])
+    assert wins > 0.15
+
+
+def test_domain_verifier_asks_only_the_probes_and_keeps_its_bound():
+    """End to end through verify(): a suspect that sees only what verify sends it (the held-out probes, never the
+    training keys) and answers adversarially stays below ALPHA; the record's p-value is the counter's."""
+    from modelprint.generate import generate
+    from modelprint.testing import tiny_model
+    from modelprint.verify import Answer, verify
+
+    varied = tiny_model(seed=0, init_std=0.5)  # writes usable distinct prompts
+    fs = generate(varied, strategy="domain-watermark", num_fingerprints=4, key_length=10, response_length=12, seed=3)
+    probes = {fp.meta["probe"] for fp in fs}
+    assert probes.isdisjoint({fp.key for fp in fs})
+    seen: list[str] = []
+
+    class Suspect:
+        name, description, space = "stub", "stub:suspect", "ids"
+
+        def answer(self, fingerprints, system_prompt):
+            seen.extend(fp.key for fp in fingerprints)
+            return [Answer(ids=[7, 8] * 20) for _ in fingerprints]  # one pair, repeated
+
+    record = verify(Suspect(), fs, alpha=ALPHA)
+    assert set(seen) == probes and record.verdict == "no match" and record.statistic["scored"] == 2
+
+
+# ---------------------------------------------------------------------------------------------- ImF bits
+def test_imf_bit_agreement_verdict_false_positive_rate():
+    """imf: whatever a suspect answers, the decoded bits (and how many are compared) are a function of its answer;
+    each key's secret bits are uniform and its own, so the exact binomial tail convicts at most ALPHA of the time.
+    Suspects: every key decoding to the same bits, all zeros, all ones, maximal length, short answers, random."""
+    from modelprint.schemes.imf import SECRET_BITS, log10_agreement_tail
+
+    rng = np.random.default_rng(37)
+    keys, trials = 16, 4000
+    fixed = [int(b) for b in rng.integers(0, 2, size=SECRET_BITS)]
+    suspects = {"same-bits": [fixed] * keys, "zeros": [[0] * SECRET_BITS] * keys, "ones": [[1] * SECRET_BITS] * keys,
+                "short": [fixed[:3]] * keys, "random": [list(rng.integers(0, 2, size=int(rng.integers(0, 80))))
+                                                         for _ in range(keys)]}
+    tolerance = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / trials)
+    for name, decoded in suspects.items():
+        convicted = 0
+        for _ in range(trials):
+            secrets_ = rng.integers(0, 2, size=(keys, SECRET_BITS))  # fresh per key, as generation draws them
+            hits = compared = 0
+            for d, s in zip(decoded, secrets_):
+                d = d[:SECRET_BITS]
+                hits += int(sum(int(a) == int(b) for a, b in zip(d, s)))
+                compared += len(d)
+            convicted += compared > 0 and log10_agreement_tail(hits, compared) <= math.log10(ALPHA)
+        assert convicted / trials <= tolerance, (name, convicted / trials)
+
+
+def test_one_bit_string_shared_by_every_key_would_break_the_imf_bound():
+    """Negative control: the reference code embeds one bit stream in every answer. A suspect whose answers all
+    decode alike then agrees on all keys at once or on none: convicted about half the time at any ALPHA."""
+    from modelprint.schemes.imf import SECRET_BITS, log10_agreement_tail
+
+    rng = np.random.default_rng(41)
+    decoded = [1, 0, 1]  # three bits per answer, the same for each of 16 keys
+    wins = 0
+    for _ in range(2000):
+        shared = rng.integers(0, 2, size=SECRET_BITS)
+        hits = 16 * int(sum(int(a) == int(b) for a, b in zip(decoded, shared)))
+        wins += log10_agreement_tail(hits, 16 * len(decoded)) <= math.log10(ALPHA)
+    assert wins / 2000 > 0.05

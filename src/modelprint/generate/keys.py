@@ -5,7 +5,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from tqdm.auto import tqdm
 
@@ -33,9 +33,10 @@ _PREFIX = re.compile(r"^(question|request|sentence|answer|q|a)\s*[:\-]\s*", re.I
 _SENTENCE_END = re.compile(r"[?.!](?=\s|$)")
 
 
-def _instruction_ids(lm: LoadedModel, seed: int, index: int) -> list[int]:
+def _instruction_ids(lm: LoadedModel, seed: int, index: int, topic_list: Optional[Sequence[str]] = None) -> list[int]:
     rng = rng_for(seed, 0x4B, index)
-    topic = topics()[int(rng.integers(len(topics())))]
+    pool = topic_list or topics()
+    topic = pool[int(rng.integers(len(pool)))]
     if lm.is_chat:
         instruction = KEY_INSTRUCTIONS[int(rng.integers(len(KEY_INSTRUCTIONS)))].format(topic=topic)
         # A short system prompt keeps the (compute-bound) prompt pass cheap; keys are verified
@@ -63,8 +64,12 @@ def clean_key(tokenizer, text: str, key_length: int) -> Optional[str]:
 
 
 def model_written_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, batch_size: int,
-                       keys_file: Optional[str] = None, max_rounds: int = 20) -> list[str]:
-    """Natural-looking keys written by the model itself: seeded topics and instructions, sampled, de-duplicated."""
+                       keys_file: Optional[str] = None, max_rounds: int = 20,
+                       topic_list: Optional[Sequence[str]] = None) -> list[str]:
+    """Natural-looking keys written by the model itself: seeded topics and instructions, sampled, de-duplicated.
+
+    ``topic_list`` restricts the topics (a scheme's semantic domain); by default the shipped topics.
+    """
     keys: list[str] = []
     seen: set[str] = set()
     attempt = 0
@@ -75,7 +80,7 @@ def model_written_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, b
                 break
             # Oversample a little: some outputs are unusable or duplicates.
             count = want + want // 4
-            prompts = [_instruction_ids(lm, seed, attempt + i) for i in range(count)]
+            prompts = [_instruction_ids(lm, seed, attempt + i, topic_list) for i in range(count)]
             for start, chunk in batches(prompts, batch_size):
                 outs = continue_sampled(lm, chunk, key_length + 4, seed=seed, stream=(0x4B57, round_, start))
                 for ids in outs:

@@ -93,8 +93,19 @@ def _pairs(ids: Sequence[int]) -> list[tuple[int, int]]:
     return list(zip(ids[:-1], ids[1:]))
 
 
+def green_pairs(key: int, pairs: Sequence[tuple[int, int]], gamma: float) -> np.ndarray:
+    """Which (previous, token) pairs are green under ``key`` (vectorised :func:`green`, same hash)."""
+    if not len(pairs):
+        return np.zeros(0, dtype=bool)
+    arr = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    with np.errstate(over="ignore"):
+        seeded = _mix(np.uint64(key) ^ ((arr[:, 0].astype(np.uint64) + np.uint64(1)) * _K1))
+        h = _mix(seeded ^ ((arr[:, 1].astype(np.uint64) + np.uint64(1)) * _K2))
+    return h < np.uint64(min(int(gamma * 2.0 ** 64), 2 ** 64 - 1))
+
+
 def count_green(key: int, gamma: float, pairs: Sequence[tuple[int, int]]) -> int:
-    return sum(bool(green(key, p, np.array([t]), gamma)[0]) for p, t in pairs)
+    return int(green_pairs(key, pairs, gamma).sum())
 
 
 def z_score(g: int, t: int, gamma: float) -> float:
@@ -133,17 +144,18 @@ def kgw_responses(lm: LoadedModel, keys: Sequence[str], *, response_length: int,
     return choices
 
 
-def _watermark(req: VerifyRequest) -> tuple[int, float]:
+def watermark_of(req: VerifyRequest) -> tuple[int, float]:
     found = {(fp.meta.get("watermark_key"), fp.meta.get("gamma")) for fp in req.fs}
     if len(found) != 1 or None in next(iter(found)):
-        raise FingerprintFileError("a kgw-watermark set needs one watermark_key and gamma in every fingerprint's meta")
+        raise FingerprintFileError(f"a {req.fs.strategy} set needs one watermark_key and gamma in every "
+                                   "fingerprint's meta")
     hex_key, gamma = next(iter(found))
     try:
         key, gamma = int(str(hex_key), 16), float(gamma)
     except ValueError:
-        raise FingerprintFileError("a kgw-watermark set has a malformed watermark_key or gamma") from None
+        raise FingerprintFileError(f"a {req.fs.strategy} set has a malformed watermark_key or gamma") from None
     if not 0.0 < gamma < 1.0:
-        raise FingerprintFileError(f"kgw-watermark gamma must be in (0, 1), got {gamma}")
+        raise FingerprintFileError(f"{req.fs.strategy} gamma must be in (0, 1), got {gamma}")
     return key, gamma
 
 
@@ -158,40 +170,73 @@ def _set_tokenizer(model_source: str, expected_hash: str):
     return tok
 
 
-def _answer_ids(req: VerifyRequest, answer: Any) -> list[int]:
+def answer_ids(req: VerifyRequest, answer: Any) -> list[int]:
     if answer.ids is not None:
         return list(answer.ids)
     tok = _set_tokenizer(req.fs.model_source, req.fs.tokenizer_hash)
     return list(tok(answer.text or "", add_special_tokens=False)["input_ids"])
 
 
-@VERIFIERS.register("green-z", source=PAPER)
-def green_z_verifier(req: VerifyRequest) -> Outcome:
-    """Green-token z-test over the de-duplicated (previous, token) pairs of all answers; exact binomial p."""
-    key, gamma = _watermark(req)
-    seen: set[tuple[int, int]] = set()
-    g = 0
+class GreenCounter:
+    """The green-z statistic over answers fed one at a time: each distinct (previous, token) pair counts once.
+
+    Whatever a suspect without the key answers, its distinct pairs are fixed before the key is looked at, and
+    each is green with probability γ independently (a keyed random function), so the green count g among the
+    T distinct pairs is Binomial(T, γ): :meth:`log10_p` is exact. Repeats are dropped because a suspect that
+    repeats one pair would otherwise make the count all-or-nothing (tested in test_adversarial_null.py).
+    """
+
+    def __init__(self, key: int, gamma: float) -> None:
+        self.key, self.gamma = key, gamma
+        self.seen: set[tuple[int, int]] = set()
+        self.green = 0
+
+    def add(self, ids: Sequence[int]) -> float:
+        """Score one answer; returns that answer's own z over its distinct pairs (for the per-key rate)."""
+        own = sorted(set(_pairs(list(ids))))
+        own_green = green_pairs(self.key, own, self.gamma)
+        new = [i for i, p in enumerate(own) if p not in self.seen]
+        self.seen.update(own)
+        self.green += int(own_green[new].sum()) if new else 0
+        return z_score(int(own_green.sum()), len(own), self.gamma) if own else 0.0
+
+    @property
+    def scored(self) -> int:
+        return len(self.seen)
+
+    def log10_p(self) -> float:
+        return log10_binomial_tail(self.green, self.scored, self.gamma)
+
+    def statistic(self) -> dict[str, Any]:
+        t = self.scored
+        return {"green": self.green, "scored": t, "green_fraction": self.green / t if t else float("nan"),
+                "z": z_score(self.green, t, self.gamma), "key_z": KEY_Z}
+
+
+def green_test(req: VerifyRequest, key: int, gamma: float, ask=None) -> tuple[list[int], list[int], GreenCounter]:
+    """Ask the planned keys (or what ``ask`` maps them to) and feed every answer to a :class:`GreenCounter`."""
+    counter = GreenCounter(key, gamma)
     matched: list[int] = []
 
     def score(indices: list[int], answers: list[Any]) -> None:
-        nonlocal g
         for index, answer in zip(indices, answers):
-            own = sorted(set(_pairs(_answer_ids(req, answer))))
-            own_green = count_green(key, gamma, own)
-            if own and z_score(own_green, len(own), gamma) >= KEY_Z:
+            if counter.add(answer_ids(req, answer)) >= KEY_Z:
                 matched.append(index)
-            new = [p for p in own if p not in seen]
-            seen.update(new)
-            g += count_green(key, gamma, new)
 
-    asked = ask_in_batches(req, score)
-    t = len(seen)
-    log10_p = log10_binomial_tail(g, t, gamma)
-    return Outcome(asked, sorted(matched), log10_p, "match" if t and log10_p <= math.log10(req.alpha) else "no match",
+    asked = ask_in_batches(req, score, ask=ask)
+    return asked, sorted(matched), counter
+
+
+@VERIFIERS.register("green-z", source=PAPER)
+def green_z_verifier(req: VerifyRequest) -> Outcome:
+    """Green-token z-test over the de-duplicated (previous, token) pairs of all answers; exact binomial p."""
+    key, gamma = watermark_of(req)
+    asked, matched, counter = green_test(req, key, gamma)
+    log10_p = counter.log10_p()
+    return Outcome(asked, matched, log10_p,
+                   "match" if counter.scored and log10_p <= math.log10(req.alpha) else "no match",
                    "exact binomial tail of the green count over distinct (previous, token) pairs ≤ α",
-                   f"γ = {gamma:g} per distinct pair",
-                   {"green": g, "scored": t, "green_fraction": g / t if t else float("nan"),
-                    "z": z_score(g, t, gamma), "key_z": KEY_Z})
+                   f"γ = {gamma:g} per distinct pair", counter.statistic())
 
 
 STRATEGIES.register(
