@@ -279,8 +279,8 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
         bar.set_postfix(loss=f"{total:.3f}", leading=f"{history[-1].retention:.0%}",
                         lead=f"{float(lead.min()):.2f}/{float(lead.median()):.2f}", p=f"{float(prob.median()):.3f}")
         log.info("step %d: loss %.4f, picks leading %.1f%%, lead min %.2f / median %.2f nats, pick probability "
-                 "median %.4f / max %.4f", step, total, 100 * history[-1].retention, float(lead.min()),
-                 float(lead.median()), float(prob.median()), float(prob.max()))
+                 "min %.4f / median %.4f / max %.4f", step, total, 100 * history[-1].retention, float(lead.min()),
+                 float(lead.median()), float(prob.min()), float(prob.median()), float(prob.max()))
         if satisfied(lead, prob, s):  # judged on this step's forward pass: no update needed
             optimizer.zero_grad()
             break
