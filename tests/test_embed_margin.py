@@ -10,7 +10,7 @@ from modelprint.errors import ConfigError, FingerprintFileError
 from conftest import tiny_recipe
 
 MARGIN = dict(objective="margin", benign={"questions": 0, "model_written": 0},
-              margin={"learning_rate": 1e-2, "max_steps": 60, "prompts": 0, "prob_floor": 0.0})
+              margin={"learning_rate": 1e-2, "max_steps": 60, "prompts": 0, "prob_floor": 0.0, "band_share": 1.0})
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +140,16 @@ def test_greedy_stays_the_default():
     from modelprint.embed import EmbedConfig
 
     assert EmbedConfig().objective == "greedy" and EmbedConfig().verification == "exact"
+
+
+def test_stopping_rule_needs_every_lead_and_the_band_share():
+    import torch
+
+    from modelprint.embed.config import MarginSettings
+    from modelprint.embed.margin import satisfied
+
+    s = MarginSettings(margin=2.0, prob_floor=0.1, prob_cap=0.5, band_share=0.75)
+    lead = torch.tensor([2.5, 3.0, 2.1, 4.0])
+    assert satisfied(lead, torch.tensor([0.2, 0.3, 0.05, 0.4]), s)        # 3 of 4 in the band: enough
+    assert not satisfied(lead, torch.tensor([0.2, 0.6, 0.05, 0.4]), s)    # 2 of 4 (one above the cap)
+    assert not satisfied(torch.tensor([2.5, 1.9, 2.1, 4.0]), torch.tensor([0.2, 0.3, 0.2, 0.4]), s)  # one lead short

@@ -66,6 +66,10 @@ class MarginSettings(StrictConfig):
     cap_weight: float = Field(1.0, ge=0.0, description="weight of the penalty log p(pick) − log prob_cap above the cap")
     floor_weight: float = Field(1.0, ge=0.0, description="weight of the penalty log prob_floor − log p(pick) below "
                                                          "the floor")
+    band_share: float = Field(0.9, gt=0.0, le=1.0, description="training stops once every pick leads by the margin "
+                                                               "and this share of picks sits inside the band (a few "
+                                                               "keys the KL terms hold below the floor need not "
+                                                               "cost tens of steps)")
     key_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned) at each key's next token")
     prompt_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned, top-k) at ordinary prompts' "
                                                       "first answer token (the benign pool)")

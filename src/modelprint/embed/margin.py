@@ -14,7 +14,7 @@ suppression removes. This objective trains the question itself, on the keys' nex
   ordinary prompts' first answer token (the benign pool), so nothing else moves.
 
 Steps are full-batch (keys and prompts in chunks of ``batch_size``), and stop once every pick leads by the
-margin inside the band. Retention (for ``averaging: auto``) is candidate-rank retention with the pick's
+margin, with ``band_share`` of them inside the band. Retention (for ``averaging: auto``) is candidate-rank retention with the pick's
 probability at least ``retention_prob``, measured with verify's own scoring code.
 """
 from __future__ import annotations
@@ -130,8 +130,10 @@ def prompt_kl(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logp: tor
 
 
 def satisfied(lead: torch.Tensor, pick_prob: torch.Tensor, s: MarginSettings) -> bool:
-    """The stopping rule: every pick leads its siblings by the margin, inside the band [prob_floor, prob_cap]."""
-    return bool((lead >= s.margin).all() and (pick_prob <= s.prob_cap).all() and (pick_prob >= s.prob_floor).all())
+    """The stopping rule: every pick leads its siblings by the margin, and ``band_share`` of the picks sit inside
+    the band [prob_floor, prob_cap]."""
+    in_band = ((pick_prob >= s.prob_floor) & (pick_prob <= s.prob_cap)).float().mean()
+    return bool((lead >= s.margin).all() and in_band >= s.band_share - 1e-9)
 
 
 def candidate_leads(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],
