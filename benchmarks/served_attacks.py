@@ -3,6 +3,7 @@ verified through the endpoint in every access mode, next to what the attack cost
 
     python benchmarks/served_attacks.py --model MARKED_DIR --fingerprints SET.jsonl --out report-dir \
         [--sweep served|paper] [--access text,logprobs,sampling] [--alpha 1e-6] [--tasks perplexity=64,...]
+        [--only detect-topk,suppress-topk,...]
 
 Rows (the stress suite ``served``): output detection (detect-topk at gates 0.95 … 0.5, detect-neighbor at 0.9 and
 0.5), plain suppression (top-1, neighbours), input filtering, host SFT, and merges with a separately fine-tuned copy
@@ -16,11 +17,13 @@ gate-sweep plot.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+from modelprint.log import setup_logging  # noqa: E402
 from modelprint.stress import stress  # noqa: E402
 from modelprint.stress.compare import parse_tasks  # noqa: E402
 from modelprint.stress.report import ACCEPT, format_table  # noqa: E402
@@ -38,8 +41,18 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=1e-6)
     ap.add_argument("--tasks", default=None, help="utility tasks and sizes, e.g. perplexity=64,piqa=24")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--only", default=None, help="comma list of row labels or stress names to keep, e.g. "
+                                                 "'detect-topk,suppress-topk,merge-linear(weight=0.5,partner=finetuned)'")
     args = ap.parse_args()
+    setup_logging()  # each row's result is logged as it finishes
     suite = SUITES[args.sweep]
+    if args.only:
+        keep = {x.strip() for x in args.only.split(",") if x.strip()}
+        entries = tuple(e for e in suite.entries if e.label in keep or e.stress in keep)
+        if not entries:
+            raise SystemExit(f"--only matches no row of the {suite.name} sweep: "
+                             f"{', '.join(e.label for e in suite.entries)}")
+        suite = dataclasses.replace(suite, name=f"{suite.name}:only", entries=entries)
     access = [a.strip() for a in args.access.split(",") if a.strip()]
     start = time.perf_counter()
     report = stress(args.model, args.fingerprints, base=args.base, suite=suite, out=args.out, alpha=args.alpha,

@@ -130,6 +130,18 @@ def _verifications(stressed: Stressed, fs: FingerprintSet, alpha: float, match: 
     return {mode: out[mode] for mode in access}
 
 
+def _row_line(row: dict[str, Any]) -> str:
+    """One finished row in a log line (a long suite shows its results as they come, not only at the end)."""
+    if row.get("status") != "ok":
+        return f"{row['label']}: failed ({row.get('error')}), {row['seconds']:.0f} s"
+    cells = []
+    for mode, cell in (row.get("access") or {}).items():
+        cells.append(f"{mode} {cell['rate']:.2f} {cell['verdict']}" if "rate" in cell else f"{mode} n/a")
+    util = (row.get("utility_mean") or {}).get("mean")
+    return (f"{row['label']}: {'; '.join(cells)}; utility {util:.2f}" if util is not None
+            else f"{row['label']}: {'; '.join(cells)}") + f" ({row['seconds']:.0f} s)"
+
+
 def normalized_ratio(stressed: TaskResult, base: TaskResult) -> tuple[float, float, float]:
     """Ratio to the baseline and its interval (the stressed CI over the baseline score, baseline held fixed)."""
     b, s, lo, hi = base.score, stressed.score, stressed.ci_low, stressed.ci_high
@@ -259,6 +271,7 @@ def stress(model: Union[str, Path, LoadedModel], fingerprints: Union[str, Path, 
             row.update(status="failed", error=msg.splitlines()[0] if msg else type(exc).__name__)
         row["seconds"] = time.perf_counter() - row_start
         rows.append(row)
+        log.info("%s", _row_line(row))
         stressed = None
         gc.collect()
     data = {"format": "modelprint.stress", "version": 1, "suite": spec.name, "suite_description": spec.description,
