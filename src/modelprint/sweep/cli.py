@@ -10,12 +10,13 @@ from modelprint.config import VERIFY_DEFAULTS
 from modelprint.log import console
 from modelprint.models import DEFAULT_MODEL
 
-GRID_HELP = ("Grid YAML: the stage's config with {grid: [a, b]} leaves for the swept keys, or a shipped name "
+# (rich markup: "\\[" prints a literal bracket)
+GRID_HELP = ("Grid YAML: the stage's config with {grid: \\[a, b]} leaves for the swept keys, or a shipped name "
              "(configs/sweep/NAME.yaml).")
-SET_HELP = "key=[a,b] sweeps a dotted config key over the list; key=value fixes it (repeatable)."
+SET_HELP = "key=\\[a,b] sweeps a dotted config key over the list; key=value fixes it (repeatable)."
 
 
-def _summary(result, kind: str) -> None:
+def _summary(result) -> None:
     from modelprint.sweep.report import TABLE_STEM, markdown_table, table_rows
 
     typer.echo(markdown_table(table_rows(result)), nl=False)
@@ -45,7 +46,7 @@ def register(app: typer.Typer) -> None:
 
         grid = load_grid("embed", config, sets or [])  # every point validated before any work
         _summary(sweep_embed(model, fingerprints, work, grid, alpha=alpha, keep_models=keep_models,
-                             overwrite=overwrite), "embed")
+                             overwrite=overwrite))
 
     @sweep_app.command("stress")
     def sweep_stress_cmd(
@@ -62,4 +63,4 @@ def register(app: typer.Typer) -> None:
         from modelprint.sweep import load_grid, sweep_stress
 
         grid = load_grid("stress", config, sets or [])
-        _summary(sweep_stress(model, fingerprints, work, grid, base=base, overwrite=overwrite), "stress")
+        _summary(sweep_stress(model, fingerprints, work, grid, base=base, overwrite=overwrite))
