@@ -83,7 +83,12 @@ def plot_metrics(result: SweepResult, rows: Sequence[dict[str, Any]], metrics: S
 
     axes = list(result.axes)
     metrics = [m for m in metrics if any(not math.isnan(_number(r.get(m))) for r in rows)] or ["seconds"]
-    fig, panels = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    ncols = min(3, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    panels = [list(grid.flat)]
+    for spare in panels[0][len(metrics):]:
+        spare.set_visible(False)
     x_key = axes[0] if axes else None
     xs = list(result.axes[x_key]) if x_key else [None]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
@@ -106,7 +111,7 @@ def plot_metrics(result: SweepResult, rows: Sequence[dict[str, Any]], metrics: S
             panel.set_xticks(positions, [_fmt(v) for v in xs], rotation=20, fontsize=8)
         panel.grid(alpha=0.3)
     if len(groups) > 1 or axes[1:]:
-        panels[0][-1].legend(fontsize=7, loc="best")
+        panels[0][len(metrics) - 1].legend(fontsize=7, loc="best")
     fig.suptitle(f"modelprint sweep {result.kind}: {len(rows)} point(s)", fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
