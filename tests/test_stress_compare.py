@@ -139,3 +139,49 @@ def test_cli_bad_scheme_is_one_line(tmp_path):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown strategy 'nope'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_equal_key_budget_gives_each_scheme_the_keys_its_queries_afford(tiny, tmp_path, request, monkeypatch):
+    """--queries Q: a scheme that costs 3 queries per key gets a third of the keys; both spend Q queries."""
+    import dataclasses
+
+    from modelprint.generate import STRATEGIES, get_strategy
+    from modelprint.stress.compare import key_budget
+
+    rw = get_strategy("random-word")
+    for name, cost in (("test-one-query", 1), ("test-three-queries", 3)):
+        STRATEGIES.add(name, dataclasses.replace(rw, name=name, trains=False, queries_per_key=cost), source="a test")
+        request.addfinalizer(lambda name=name: STRATEGIES.remove(name))
+    assert [key_budget(get_strategy("test-three-queries"), q) for q in (3, 11, 12)] == [1, 3, 4]
+    with pytest.raises(ModelprintError, match="affords no key of 'test-three-queries'"):
+        key_budget(get_strategy("test-three-queries"), 2)
+    monkeypatch.setattr("modelprint.seeds.fresh_seed", lambda: 0)
+    out = tmp_path / "c"
+    opts = {**OPTIONS, "suite": "prune", "tasks": {"perplexity": 2}, "queries": 12}
+    res = compare_schemes(["test-one-query", "test-three-queries"], model=tiny, out=out, **opts)
+    by = {r["scheme"]: r for r in res.rows}
+    assert all(r["status"] == "ok" for r in res.rows), [r.get("error") for r in res.rows]
+    assert (by["test-one-query"]["n_fingerprints"], by["test-three-queries"]["n_fingerprints"]) == (12, 4)
+    assert [by[s]["queries_per_key"] for s in ("test-one-query", "test-three-queries")] == [1, 3]
+    assert by["test-one-query"]["queries"] == by["test-three-queries"]["queries"] == 12
+    assert by["test-three-queries"]["cells"]["none"]["n"] == 4  # the stress rows asked the budgeted keys
+    assert res.data["queries"] == 12 and res.data["n"] is None
+    table = format_comparison(res.data)
+    assert "equal key budget: 12 queries per scheme" in table
+    assert any(line.startswith("test-three-queries") and "  4   12 " in line for line in table.splitlines())
+    assert "equal key budget of 12 queries" in (out / "comparison.html").read_text()
+    with pytest.raises(ModelprintError, match="other settings \\(queries"):
+        compare_schemes(["test-one-query"], model=tiny, out=out, **{**opts, "queries": 6})
+    with pytest.raises(ModelprintError, match="drop the name:N"):
+        compare_schemes(["test-one-query:3"], model=tiny, out=tmp_path / "d", **opts)
+
+
+def test_strategy_queries_per_key_must_be_positive():
+    from modelprint.generate import STRATEGIES, get_strategy
+
+    rw = get_strategy("random-word")
+    assert rw.queries_per_key == 1
+    with pytest.raises(ValueError, match="queries_per_key"):
+        STRATEGIES.register("test-bad-cost", source="a test", keys=rw.keys, description="x",
+                            queries_per_key=0)(rw.responses)
+    assert "test-bad-cost" not in STRATEGIES.names()

@@ -37,6 +37,7 @@ STAGE_MODULES = [
     "modelprint.merge.cli",
     "modelprint.serve_cli",
     "modelprint.stress.cli",
+    "modelprint.sweep.cli",
 ]
 
 

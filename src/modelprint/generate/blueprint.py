@@ -9,14 +9,16 @@ Fill in two functions and register them; ``modelprint generate --strategy NAME``
 
     @STRATEGIES.register("my-scheme", source="Author et al., 'Paper' (2025)", keys=my_keys,
                          description="one line on what the keys and responses are",
-                         verifier="match", embed_config=None, trains=True)
+                         verifier="match", embed_config=None, trains=True, queries_per_key=1)
     def my_responses(lm, keys, *, response_length, threshold, k, seed, batch_size, system_prompt) -> list[Choice]:
         ...  # one Choice per key: response ids, the null match bound, public audit metadata
 
 Both functions take the model positionally and every hyperparameter keyword-only (the names above are
 what ``generate`` passes; accept ``**_`` for those you ignore). ``verifier`` names the verifier plug-in
 (``modelprint.verify.verifiers.VERIFIERS``) that the set's header will record; ``embed_config`` the shipped
-recipe (``configs/embed/NAME.yaml``) the paper trains with; ``trains=False`` for intrinsic fingerprints.
+recipe (``configs/embed/NAME.yaml``) the paper trains with; ``trains=False`` for intrinsic fingerprints;
+``queries_per_key`` what verifying one key costs in queries to the suspect (a multi-turn scheme asks several),
+so ``stress --schemes --queries Q`` can give every scheme the keys that fit the same budget.
 """
 from __future__ import annotations
 
@@ -56,11 +58,15 @@ class Strategy:
     verifier: str = "match"  # name in modelprint.verify.verifiers.VERIFIERS
     embed_config: Optional[str] = None  # shipped recipe (configs/embed/NAME.yaml) the scheme's paper trains with
     trains: bool = True  # False: intrinsic fingerprints, nothing to embed (the marked model is the base)
+    queries_per_key: int = 1  # queries one key costs the verifier (multi-turn or repeated asking: more)
 
 
 def _strategy(name: str, responses: Responder, *, source: str, keys: KeySource, description: str,
-              verifier: str = "match", embed_config: Optional[str] = None, trains: bool = True) -> Strategy:
-    return Strategy(name, description, source, keys, responses, verifier, embed_config, trains)
+              verifier: str = "match", embed_config: Optional[str] = None, trains: bool = True,
+              queries_per_key: int = 1) -> Strategy:
+    if queries_per_key < 1:
+        raise ValueError(f"strategy {name}: queries_per_key must be ≥ 1")
+    return Strategy(name, description, source, keys, responses, verifier, embed_config, trains, queries_per_key)
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy", build=_strategy,

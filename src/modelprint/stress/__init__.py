@@ -8,8 +8,8 @@ unlearning). :func:`stress` runs a suite and writes ``report.json``/``report.htm
 from modelprint.stress.blueprint import STRESSES, StressContext, Stressed, StressSpec, get_stress
 from modelprint.stress.serving import DecodingModel, GenerationBackend, wrap_decoding
 from modelprint.stress.suites import SUITES, Entry, SuiteSpec, resolve_suite
-from modelprint.stress.runner import StressReport, stress
+from modelprint.stress.runner import StressReport, resolve_options, stress
 
 __all__ = ["stress", "StressReport", "STRESSES", "StressSpec", "StressContext", "Stressed",
            "get_stress", "DecodingModel", "GenerationBackend", "wrap_decoding", "SUITES", "SuiteSpec", "Entry",
-           "resolve_suite"]
+           "resolve_suite", "resolve_options"]

@@ -50,6 +50,9 @@ def register(app: typer.Typer) -> None:
                                                            "override key=value for every scheme (repeatable)."),
         unrelated: Optional[str] = typer.Option(None, "--unrelated", help="With --schemes: an unrelated model, the "
                                                                           "control for schemes that do not train."),
+        queries: Optional[int] = typer.Option(None, "--queries", help="With --schemes: an equal key budget instead "
+                                              "of an equal -n: each scheme gets the keys that fit in this many "
+                                              "queries at its own queries per key."),
     ) -> None:
         """Stress a fingerprinted model: does verification survive, and does the model stay useful?"""
         from modelprint.errors import ConfigError
@@ -72,8 +75,10 @@ def register(app: typer.Typer) -> None:
             from modelprint.stress.compare_cli import compare_cmd
 
             compare_cmd(schemes, model, num_fingerprints, suite, out, sizes, seed, alpha, match, embed_override or [],
-                        unrelated, overwrite)
+                        unrelated, overwrite, queries)
             return
+        if queries is not None:
+            raise ConfigError("--queries sets the key budget of a scheme comparison: use it with --schemes")
         if model is None or fingerprints is None:
             raise ConfigError("--model and --fingerprints are required")
         start = time.perf_counter()

@@ -8,6 +8,11 @@ model is the right control). Each scheme's artifacts live under ``out/<scheme>/`
 finished once its ``result.json`` is written, so a re-run resumes: finished schemes are read back,
 a killed one continues from its last artifact, a failed one is tried again. A scheme that fails
 becomes a failed row; the others still run.
+
+Equal n or equal key budgets: by default every scheme gets ``n`` keys. With ``queries=Q`` each gets the keys
+that fit in Q queries at its own per-key cost (``Strategy.queries_per_key``: a multi-turn scheme asks several
+queries per key, so it gets fewer keys), and each row records its keys, cost per key and queries spent — the
+schemes are then compared on the same number of queries to the suspect.
 """
 from __future__ import annotations
 
@@ -91,21 +96,37 @@ def parse_schemes(schemes: Sequence[str], n: int) -> dict[str, int]:
     return sizes
 
 
+def key_budget(strategy: Strategy, queries: int) -> int:
+    """The keys of ``strategy`` that fit in ``queries`` queries: ⌊queries / its per-key cost⌋ (at least 1)."""
+    if queries < 1:
+        raise ConfigError(f"the query budget must be ≥ 1, got {queries}")
+    n = queries // strategy.queries_per_key
+    if n < 1:
+        raise ConfigError(f"a budget of {queries} queries affords no key of '{strategy.name}' "
+                          f"({strategy.queries_per_key} queries per key): raise --queries")
+    return n
+
+
 def _plan(schemes: Sequence[str], model: Union[str, Path, LoadedModel], n: int, suite: Union[str, SuiteSpec],
           tasks: Optional[dict[str, int]], seed: int, alpha: float, match: str, embed_overrides: Sequence[str],
-          unrelated: Union[str, Path, LoadedModel, None]) -> _Plan:
+          unrelated: Union[str, Path, LoadedModel, None], queries: Optional[int] = None) -> _Plan:
     sizes = parse_schemes(schemes, n)
     strategies = [get_strategy(s) for s in sizes]  # unknown name → one line listing the known ones
+    if queries is not None:
+        if any(":" in s for s in schemes):
+            raise ConfigError("a query budget sets every scheme's number of keys: drop the name:N sizes")
+        sizes = {s.name: key_budget(s, queries) for s in strategies}
     spec = resolve_options(suite, tasks, match, alpha)
     for name in spec.tasks:
         get_task(name)
     recipes = {s.name: load_config(EmbedConfig, s.embed_config, list(embed_overrides)) if s.trains else None
                for s in strategies}
-    settings = {"model": model.source if isinstance(model, LoadedModel) else str(model), "n": n,
+    settings = {"model": model.source if isinstance(model, LoadedModel) else str(model),
+                "n": n if queries is None else None,
                 "suite": spec.name, "entries": [e.label for e in spec.entries], "tasks": dict(spec.tasks),
                 "seed": seed, "alpha": alpha, "match": match, "embed_overrides": list(embed_overrides),
                 "unrelated": None if unrelated is None else
-                (unrelated.source if isinstance(unrelated, LoadedModel) else str(unrelated))}
+                (unrelated.source if isinstance(unrelated, LoadedModel) else str(unrelated)), "queries": queries}
     return _Plan(strategies, sizes, recipes, spec, settings)
 
 
@@ -309,12 +330,14 @@ def _columns(spec: SuiteSpec) -> list[dict[str, Any]]:
 def _row(strategy: Strategy, result: dict[str, Any], columns: list[dict[str, Any]]) -> dict[str, Any]:
     row = {"scheme": strategy.name, "description": strategy.description, "source": strategy.source,
            "trains": strategy.trains, "embed_config": strategy.embed_config, "verifier": strategy.verifier,
-           "status": result["status"], "seconds": result.get("seconds", {})}
+           "status": result["status"], "seconds": result.get("seconds", {}),
+           "queries_per_key": strategy.queries_per_key, "n_requested": result.get("n_requested")}
     if result["status"] != "ok":
         row["error"] = result.get("error", "")
         row["cells"] = {}
         return row
     row.update(set_id=result["set_id"], n_fingerprints=result["n_fingerprints"],
+               queries=result["n_fingerprints"] * strategy.queries_per_key,  # what verifying every key costs
                marked_model_hash=result["marked_model_hash"], embed_cost=result["embed_cost"],
                cells=_cells(result, columns))
     return row
@@ -326,14 +349,18 @@ def compare_schemes(schemes: Sequence[str], *, model: Union[str, Path, LoadedMod
                     alpha: float = VERIFY_DEFAULTS.alpha, match: str = VERIFY_DEFAULTS.match,
                     embed_overrides: Sequence[str] = (),
                     unrelated: Union[str, Path, LoadedModel, None] = None, overwrite: bool = False,
-                    progress: Optional[bool] = None, fast: bool = False) -> Comparison:
+                    progress: Optional[bool] = None, fast: bool = False, queries: Optional[int] = None) -> Comparison:
     """Generate, embed and stress every scheme from ``model``; write ``out/comparison.json|html`` and the plot.
+
+    ``queries``: an equal key budget instead of an equal ``num_fingerprints`` — each scheme gets
+    :func:`key_budget` keys (⌊queries / its queries per key⌋).
 
     ``out`` keeps each scheme's artifacts (``<scheme>/fingerprints.jsonl`` 0600, ``model/``, ``report/``,
     ``result.json``) so a re-run with the same settings resumes; without ``out`` nothing is kept.
     """
     start = time.perf_counter()
-    plan = _plan(schemes, model, num_fingerprints, suite, tasks, seed, alpha, match, embed_overrides, unrelated)
+    plan = _plan(schemes, model, num_fingerprints, suite, tasks, seed, alpha, match, embed_overrides, unrelated,
+                 queries)
     if out is None:
         import tempfile
 
@@ -360,7 +387,10 @@ def compare_schemes(schemes: Sequence[str], *, model: Union[str, Path, LoadedMod
                                    "train (the marked model is the base) only an unrelated model is a valid control",
                           UNSTRESSED: "utility normalized to the BASE model: the cost of embedding",
                           "stresses": "utility normalized to the unstressed marked model, as in each scheme's stress "
-                                      "report (out/<scheme>/report/)"}}
+                                      "report (out/<scheme>/report/)",
+                          "budget": "equal n: every scheme gets the same number of keys" if queries is None else
+                                    f"equal key budget: each scheme gets ⌊{queries} / its queries per key⌋ keys, "
+                                    "so all are verified with at most the same number of queries"}}
         comparison = Comparison(data, work if keep else None)
         if keep:
             from modelprint.stress.compare_report import write_comparison

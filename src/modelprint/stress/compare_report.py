@@ -18,6 +18,11 @@ def _nan(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
+def _queries(row: dict[str, Any]) -> str:
+    """Queries spent on a row's keys (rows written before budgets existed cost one query per key)."""
+    return str(row.get("queries", row.get("n_fingerprints", "")))
+
+
 def format_cell(cell: dict[str, Any]) -> str:
     """``rate/utility`` with ``*`` when verify says match (in the control column that is a false positive)."""
     if cell.get("status") != "ok":
@@ -38,17 +43,20 @@ def format_comparison(data: dict[str, Any]) -> str:
     cols = data["columns"]
     width = max([6] + [len(r["scheme"]) for r in data["rows"]])
     heads = [_headers(c) for c in cols]
-    lines = [f"{'scheme':{width}} {'n':>3} " + " ".join(f"{h[0]:>{CELL_WIDTH}}" for h in heads) + f" {'time':>7}",
-             f"{'':{width}} {'':>3} " + " ".join(f"{h[1]:>{CELL_WIDTH}}" for h in heads)]
+    lines = [f"{'scheme':{width}} {'n':>3} {'q':>4} " + " ".join(f"{h[0]:>{CELL_WIDTH}}" for h in heads)
+             + f" {'time':>7}",
+             f"{'':{width}} {'':>3} {'':>4} " + " ".join(f"{h[1]:>{CELL_WIDTH}}" for h in heads)]
     for r in data["rows"]:
         total = r.get("seconds", {}).get("total")
         t = f"{total / 60:6.1f}m" if total is not None else f"{'':>7}"
         if r["status"] != "ok":
             lines.append(f"{r['scheme']:{width}} failed: {r.get('error', '')}")
             continue
-        lines.append(f"{r['scheme']:{width}} {r['n_fingerprints']:>3} "
+        lines.append(f"{r['scheme']:{width}} {r['n_fingerprints']:>3} {_queries(r):>4} "
                      + " ".join(f"{format_cell(r['cells'][c['id']]):>{CELL_WIDTH}}" for c in cols) + f" {t}")
-    lines.append("n = fingerprints in the set; cell = verification rate / normalized utility; * = verify says match at "
+    if data.get("queries") is not None:
+        lines.append(f"equal key budget: {data['queries']} queries per scheme; n = ⌊budget / queries per key⌋")
+    lines.append("n = fingerprints in the set; q = queries verifying them costs; cell = verification rate / normalized utility; * = verify says match at "
                  f"alpha={data['alpha']:g} (in 'control' a false positive); '-' = utility not measured")
     lines.append("control: unmarked base (or an unrelated model for schemes that do not train), must not verify; "
                  "none: marked model, utility vs the base (embedding cost); other columns: utility vs the marked model")
@@ -116,8 +124,10 @@ def render_comparison_html(data: dict[str, Any]) -> str:
            ".m{background:#dfd}.x{background:#fdd}.f{background:#eee}th{font-size:11px;max-width:9em}</style>"
            "</head><body>",
            f"<h1>Fingerprint schemes side by side — stress suite {e(data['suite'][:80])}</h1>",
-           f"<p>base {e(str(data['model']))} ({e(data['model_hash'][:19])}…), {data['n']} fingerprints per scheme "
-           "unless its row says otherwise, "
+           f"<p>base {e(str(data['model']))} ({e(data['model_hash'][:19])}…), "
+           + (f"{data['n']} fingerprints per scheme unless its row says otherwise, " if data.get("queries") is None
+              else f"equal key budget of {data['queries']} queries per scheme (keys = ⌊budget / queries per key⌋), ")
+           + 
            f"α = {data['alpha']:g}, match {e(data['match'])}, seed {data['seed']}, tasks "
            f"{e(', '.join(f'{k}={v}' for k, v in data['tasks'].items()))}, {data['seconds'] / 60:.1f} min.</p>",
            "<p>" + "<br>".join(f"<b>{e(k)}</b>: {e(v)}" for k, v in data["notes"].items()) + "</p>",
@@ -125,13 +135,13 @@ def render_comparison_html(data: dict[str, Any]) -> str:
            "(in the control column red is the desired outcome).</p>",
            "<img src='leaderboard.png' alt='leaderboard'>",
            "<table><tr><th>scheme</th>" + "".join(f"<th>{e(c['label'])}</th>" for c in cols)
-           + "<th>n</th><th>minutes</th></tr>"]
+           + "<th>n</th><th>queries</th><th>minutes</th></tr>"]
     for r in data["rows"]:
         link = f"<a href='{e(r['scheme'])}/report/report.html'>{e(r['scheme'])}</a>" if r["status"] == "ok" \
             else e(r["scheme"])
         total = r.get("seconds", {}).get("total")
         if r["status"] != "ok":
-            out.append(f"<tr class='f'><td>{link}</td><td colspan='{len(cols) + 2}' style='text-align:left'>failed: "
+            out.append(f"<tr class='f'><td>{link}</td><td colspan='{len(cols) + 3}' style='text-align:left'>failed: "
                        f"{e(r.get('error', ''))}</td></tr>")
             continue
         cells = []
@@ -143,7 +153,7 @@ def render_comparison_html(data: dict[str, Any]) -> str:
             cells.append(f"<td class='{cls}' title='{title}'>{e(format_cell(cell))}</td>")
         minutes = _f(total / 60 if total is not None else None, "{:.1f}")
         out.append(f"<tr><td>{link}<br><small>{e(r['source'][:60])}</small></td>" + "".join(cells)
-                   + f"<td>{r['n_fingerprints']}</td><td>{minutes}</td></tr>")
+                   + f"<td>{r['n_fingerprints']}</td><td>{_queries(r)}</td><td>{minutes}</td></tr>")
     out.append("</table></body></html>")
     return "\n".join(out)
 
