@@ -51,9 +51,10 @@ class MarginSettings(StrictConfig):
     """The ``margin`` objective: our pick leads its sibling Perinucleus candidates without becoming a confident spike.
 
     Candidate verification asks only whether the pick outranks the k − 1 other recorded candidates, so the
-    recipe trains exactly that — a hinge on (pick logit − each sibling's logit) ≥ ``margin`` — caps the pick's
-    probability at ``prob_cap`` (a confidence-gated host then sees nothing unusual), and holds every other
-    next-token probability to the base model's with KL terms at the keys and at ordinary prompts.
+    recipe trains exactly that — a hinge on (pick logit − each sibling's logit) ≥ ``margin`` — keeps the pick's
+    probability in a band [``prob_floor``, ``prob_cap``] (below the cap a confidence-gated host sees nothing
+    unusual; above the floor an endpoint's top-20 log-probabilities list the pick and sampling draws it), and holds
+    every other next-token probability to the base model's with KL terms at the keys and at ordinary prompts.
     The recipe's ``train_layers``, ``weight_averaging``/``averaging`` and ``retention_floor`` apply as usual.
     """
 
