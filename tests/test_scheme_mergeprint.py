@@ -27,8 +27,8 @@ def mp_set(base):
     return generate(base, strategy="mergeprint", num_fingerprints=8, key_length=4, seed=0)
 
 
-def _averaged(model: torch.nn.Module, base: LoadedModel, weight: float = 0.5) -> LoadedModel:
-    merged = copy.deepcopy(model)
+def _averaged(marked: LoadedModel, base: LoadedModel, weight: float = 0.5) -> LoadedModel:
+    merged = copy.deepcopy(marked.model)
     with torch.no_grad():
         for p, q in zip(merged.parameters(), base.model.parameters()):
             p.lerp_(q, 1 - weight)
