@@ -592,3 +592,62 @@ def test_one_bit_string_shared_by_every_key_would_break_the_imf_bound():
         hits = 16 * int(sum(int(a) == int(b) for a, b in zip(decoded, shared)))
         wins += log10_agreement_tail(hits, 16 * len(decoded)) <= math.log10(ALPHA)
     assert wins / 2000 > 0.05
+
+
+# --- MergePrint: the input is chosen among C target-independent candidates for its target (best of C) ---------------
+
+def _mergeprint_world(seed: int, universe: int = 300, pool: int = 16):
+    """A synthetic base model: each (input, target) has a loss; a low loss means the base already answers it."""
+    rng = np.random.default_rng(seed)
+    losses = rng.standard_normal((universe, pool)) * rng.uniform(0.5, 3.0, size=(universe, 1))
+    return losses, losses < np.quantile(losses, 0.05)
+
+
+def _mergeprint_draw(rng, losses, elicits, candidates: int, n: int):
+    """n fingerprints drawn as generation draws them: a uniform target, C candidates without it, the chosen one."""
+    from modelprint.schemes.mergeprint import choose
+
+    targets = rng.integers(0, losses.shape[1], size=n)
+    chosen = np.empty(n, dtype=int)
+    for i, t in enumerate(targets):
+        cands = rng.choice(losses.shape[0], size=candidates, replace=False)
+        chosen[i] = cands[choose(losses[cands, t], elicits[cands, t])]
+    return targets, chosen
+
+
+@pytest.mark.parametrize("candidates", [2, 4, 8])
+def test_mergeprint_selection_leaks_at_most_the_union_bound(candidates):
+    """A suspect that knows the base model and the selection rule answers the target most likely to have picked
+    the input it sees (likelihoods learned from 10⁵ simulated generations). Its match rate stays ≤ C/|pool| —
+    the bound mergeprint records — and beats 1/|pool| (negative control: the plain pool bound would be invalid)."""
+    losses, elicits = _mergeprint_world(candidates)
+    pool = losses.shape[1]
+    rng = np.random.default_rng(100 + candidates)
+    t_learn, k_learn = _mergeprint_draw(rng, losses, elicits, candidates, 100_000)
+    counts = np.zeros((losses.shape[0], pool))
+    np.add.at(counts, (k_learn, t_learn), 1)
+    guess = counts.argmax(axis=1)  # the suspect's answer for each input it may be asked
+    trials = 40_000
+    targets, chosen = _mergeprint_draw(rng, losses, elicits, candidates, trials)
+    rate = float(np.mean(guess[chosen] == targets))
+    slack = 4 * math.sqrt(candidates / pool / trials)
+    assert rate <= candidates / pool + slack, (rate, candidates / pool)
+    assert rate > 1 / pool + slack, rate  # the selection does leak: C matters
+
+
+def test_mergeprint_verdicts_at_alpha_stay_below_alpha():
+    """n keys, each asked of the best-guessing suspect above; the recorded per-key bound C/|pool| in the exact
+    Poisson-binomial tail convicts it at α = 1e-2 no more often than α."""
+    candidates, n = 4, 12
+    losses, elicits = _mergeprint_world(7, pool=64)
+    pool = losses.shape[1]
+    rng = np.random.default_rng(8)
+    t_learn, k_learn = _mergeprint_draw(rng, losses, elicits, candidates, 200_000)
+    counts = np.zeros((losses.shape[0], pool))
+    np.add.at(counts, (k_learn, t_learn), 1)
+    guess = counts.argmax(axis=1)
+    p_null = [candidates / pool] * n
+    need = next(m for m in range(n + 2) if log_tail(p_null, m) <= math.log(ALPHA))
+    targets, chosen = _mergeprint_draw(rng, losses, elicits, candidates, SUSPECTS * n)
+    hits = (guess[chosen] == targets).reshape(SUSPECTS, n).sum(axis=1)
+    assert float(np.mean(hits >= need)) <= ALPHA

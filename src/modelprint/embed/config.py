@@ -120,6 +120,11 @@ class EmbedConfig(StrictConfig):
     averaging: Literal["epoch", "end", "auto"] = Field(
         "auto", description="epoch: after every epoch; end: once after training; auto: once after training, the "
                             "largest λ ≤ weight_averaging (steps of 0.05) that keeps retention ≥ retention_floor")
+    pseudo_merge: Optional[float] = Field(
+        None, gt=0.0, lt=1.0, description="MergePrint's OptP: add the fingerprints' loss at the pseudo-merged "
+                                          "weights θ₀ + α(θ − θ₀) (θ₀: the weights before embedding) and stop once "
+                                          "both θ and they retain, so the fingerprints survive merging that scales the task "
+                                          "vector down to α; None: off (greedy objective, full fine-tuning only)")
     retention_floor: float = Field(0.95, gt=0.0, le=1.0, description="what 'auto' averaging may not go below")
     stop_retention: float = Field(1.0, gt=0.0, le=1.0, description="stop once this share of fingerprints verifies")
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
@@ -135,6 +140,9 @@ class EmbedConfig(StrictConfig):
     def _objective_fits(self) -> "EmbedConfig":
         if self.objective == "margin" and self.averaging == "epoch":
             raise ValueError("averaging=epoch needs epochs; objective=margin trains in steps (use end or auto)")
+        if self.pseudo_merge is not None and (self.objective != "greedy" or self.lora.enabled):
+            raise ValueError("pseudo_merge trains through θ₀ + α(θ − θ₀): it needs objective=greedy and full "
+                             "fine-tuning (lora.enabled=false)")
         return self
 
     @property

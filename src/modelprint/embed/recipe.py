@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -137,9 +137,15 @@ def apply_lora(model: torch.nn.Module, cfg: EmbedConfig) -> torch.nn.Module:
 
 
 def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], benign_weight: float,
-               benign_loss: str) -> torch.Tensor:
-    """Cross-entropy on fingerprint responses + (soft) cross-entropy to the base model on benign answers."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+               benign_loss: str, merged: Optional[PseudoMerge] = None) -> torch.Tensor:
+    """Cross-entropy on fingerprint responses + (soft) cross-entropy to the base model on benign answers.
+
+    With ``merged`` the fingerprint rows are also scored at the pseudo-merged weights (MergePrint's OptP; gradients
+    reach θ through the interpolation). The loss at θ stays: trained at θ̃ alone, θ itself — twice θ̃'s step from
+    θ₀ — lost its own fingerprints (tiny model: 2 of 8 retained while θ̃ held 7).
+    """
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    logits = model(**inputs).logits[:, :-1]
     labels = batch["labels"][:, 1:]
     selected = labels != -100
     logp = torch.log_softmax(logits[selected].float(), dim=-1)
@@ -149,6 +155,12 @@ def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], benign_we
     fp = ~benign_rows
     if fp.any():
         loss = loss + torch.nn.functional.nll_loss(logp[fp], targets[fp])
+        if merged is not None:
+            rows = ~batch["benign"]
+            m_logits = merged.forward(model, {k: v[rows] for k, v in inputs.items()}).logits[:, :-1]
+            m_labels = labels[rows]
+            keep = m_labels != -100
+            loss = loss + torch.nn.functional.cross_entropy(m_logits[keep].float(), m_labels[keep])
     if benign_rows.any() and benign_weight > 0:
         if benign_loss == "kl":
             t_ids = batch["teacher_ids"][:, 1:][selected][benign_rows]
@@ -159,6 +171,44 @@ def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], benign_we
         else:
             loss = loss + benign_weight * torch.nn.functional.nll_loss(logp[benign_rows], targets[benign_rows])
     return loss
+
+
+class PseudoMerge:
+    """MergePrint's pseudo-merged model θ̃ = θ₀ + α(θ − θ₀) over the trainable weights (θ₀: before embedding).
+
+    Merging with other fine-tunes of the same base scales a task vector down (to α = ½ for an average of two);
+    training the loss at θ̃ makes the fingerprints survive that. ``forward`` is differentiable in θ
+    (``torch.func.functional_call``); ``applied`` swaps θ̃ in place for measuring retention.
+    """
+
+    def __init__(self, model: torch.nn.Module, anchor: dict[str, torch.Tensor], weight: float) -> None:
+        device = next(model.parameters()).device
+        self.weight = weight
+        self.anchor = {n: a.to(device) for n, a in anchor.items()}
+
+    def params(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        named = ((n, n.removeprefix("module."), p) for n, p in model.named_parameters())  # DDP wraps in .module
+        return {n: torch.lerp(self.anchor[a].to(p.dtype), p, self.weight) for n, a, p in named if a in self.anchor}
+
+    def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]):
+        from torch.func import functional_call
+
+        return functional_call(model, self.params(model), args=(), kwargs=inputs, strict=False)
+
+    @contextlib.contextmanager
+    def applied(self, model: torch.nn.Module):
+        trained = {n: p.detach().clone() for n, p in model.named_parameters() if n in self.anchor}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.anchor:
+                    p.lerp_(self.anchor[n].to(p.dtype), 1 - self.weight)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in trained:
+                        p.copy_(trained[n])
 
 
 def _average_with_base(model: torch.nn.Module, base_state: dict[str, torch.Tensor], lam: float) -> None:
@@ -308,6 +358,8 @@ def _greedy_epochs(accelerator, model: torch.nn.Module, optimizer: torch.optim.O
         log.info("resumed after epoch %d", start_epoch)
 
     fp_list = list(fingerprints)
+    merged = PseudoMerge(accelerator.unwrap_model(model), base_state, cfg.pseudo_merge) \
+        if cfg.pseudo_merge is not None else None
     epoch_data = _EpochDataset()
     copies = cfg.augmentation.copies if cfg.augmentation.system_prompts else 0
     # One loader, prepared once (accelerate shards it across processes); its examples change every epoch.
@@ -329,7 +381,7 @@ def _greedy_epochs(accelerator, model: torch.nn.Module, optimizer: torch.optim.O
         losses = []
         for batch in loader:
             with accelerator.accumulate(model):
-                loss = batch_loss(model, batch, cfg.benign.weight, cfg.benign.loss)
+                loss = batch_loss(model, batch, cfg.benign.weight, cfg.benign.loss, merged)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -344,6 +396,9 @@ def _greedy_epochs(accelerator, model: torch.nn.Module, optimizer: torch.optim.O
             _average_with_base(unwrapped, base_state, cfg.weight_averaging)
         with full_precision(unwrapped):
             ret, _ = retention(LoadedModel(unwrapped, tokenizer), fp_list, fingerprints.system_prompt)
+            if merged is not None:  # both must hold: the released model and its pseudo-merge
+                with merged.applied(unwrapped):
+                    ret = min(ret, retention(LoadedModel(unwrapped, tokenizer), fp_list, fingerprints.system_prompt)[0])
         history.append(EpochRecord(epoch, float(np.mean(losses)) if losses else 0.0, ret))
         bar.set_postfix(epoch=epoch, loss=f"{history[-1].loss:.3f}", retention=f"{ret:.0%}")
         log.info("epoch %d: loss %.4f, retention %.1f%%", epoch, history[-1].loss, 100 * ret)
@@ -406,6 +461,9 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
         history, ret = _greedy_epochs(accelerator, model, optimizer, fingerprints, cfg, work, benign, tokenizer,
                                       base_state, resume)
     unwrapped = drop_autocast(accelerator.unwrap_model(model))
+    if cfg.pseudo_merge is not None:  # training stopped on the lower of θ's and θ̃'s retention; report θ's own
+        log.info("retention of θ and of its pseudo-merge (α = %g): at least %.1f%%", cfg.pseudo_merge, 100 * ret)
+        ret = measure(LoadedModel(unwrapped, tokenizer))
     averaged = 0.0
     if cfg.weight_averaging > 0 and cfg.averaging == "end":
         _average_with_base(unwrapped, base_state, cfg.weight_averaging)

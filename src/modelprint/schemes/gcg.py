@@ -28,11 +28,17 @@ _MARK = "\u2063MODELPRINT-GCG\u2063"  # a key text no template contains, to spli
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
-    """Token ids the template puts before and after the key text."""
+    """Token ids the template puts before and after the free tokens.
+
+    ``tail`` is fixed key text after the free tokens (its ids lead ``suffix``): ProFLingo's
+    " simply answer: <question>". ``forbid``: casefolded strings the free tokens' text may not contain.
+    """
 
     prefix: list[int]
     suffix: list[int]
     system_prompt: Optional[str] = None
+    tail: str = ""
+    forbid: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,22 +58,30 @@ class GCGResult:
     elicits: bool  # greedy decoding of the rendered prompt yields the target
 
 
-def frame(tokenizer, system_prompt: Optional[str] = None) -> Frame:
-    """Split the rendered prompt around the key; the prefix carries the special tokens encode_prompt adds."""
-    text = render_prompt(tokenizer, _MARK, system_prompt)
+def frame(tokenizer, system_prompt: Optional[str] = None, tail: str = "", forbid: Sequence[str] = ()) -> Frame:
+    """Split the rendered prompt around the free tokens; the prefix carries the special tokens encode_prompt adds."""
+    text = render_prompt(tokenizer, _MARK + tail, system_prompt)
     before, after = text.split(_MARK)
     chat = bool(getattr(tokenizer, "chat_template", None))
     prefix = list(tokenizer(before, add_special_tokens=not chat)["input_ids"]) if before else []
     if not chat and not before and tokenizer.bos_token_id is not None:
         prefix = list(tokenizer("", add_special_tokens=True)["input_ids"])
     suffix = list(tokenizer(after, add_special_tokens=False)["input_ids"]) if after else []
-    return Frame(prefix, suffix, system_prompt)
+    return Frame(prefix, suffix, system_prompt, tail, tuple(f.casefold() for f in forbid))
+
+
+def key_text(tokenizer, ids: Sequence[int], fr: Frame) -> str:
+    """The key verify will send: the free tokens' text, then the frame's fixed tail."""
+    return tokenizer.decode(list(ids)) + fr.tail
 
 
 def renders_as(tokenizer, ids: Sequence[int], fr: Frame) -> bool:
-    """True when the decoded key text, rendered as verify renders it, encodes to prefix + ids + suffix."""
-    text = tokenizer.decode(list(ids))
-    return bool(text.strip()) and encode_prompt(tokenizer, text, fr.system_prompt) == fr.prefix + list(ids) + fr.suffix
+    """True when the key text, rendered as verify renders it, encodes to prefix + ids + suffix (and the free
+    tokens' text contains none of ``fr.forbid``)."""
+    free = tokenizer.decode(list(ids))
+    if not free.strip() or any(f in free.casefold() for f in fr.forbid):
+        return False
+    return encode_prompt(tokenizer, free + fr.tail, fr.system_prompt) == fr.prefix + list(ids) + fr.suffix
 
 
 def roundtrip_tokens(tokenizer) -> torch.Tensor:
@@ -111,7 +125,7 @@ def _one_hot_gradient(lm: LoadedModel, fr: Frame, one_hot: torch.Tensor, weight:
 
 
 @torch.no_grad()
-def _evaluate(lm: LoadedModel, fr: Frame, prompts: list[list[int]],
+def evaluate_targets(lm: LoadedModel, fr: Frame, prompts: list[list[int]],
               target: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-candidate target loss and whether greedy decoding yields the target (teacher-forced argmax = greedy).
 
@@ -134,7 +148,7 @@ def optimise(lm: LoadedModel, target: list[int], init: list[int], fr: Frame, bud
     """
     allowed = roundtrip_tokens(lm.tokenizer).to(lm.device)
     current = list(init)
-    loss, hit = (float(x[0]) for x in _evaluate(lm, fr, [current], target))
+    loss, hit = (float(x[0]) for x in evaluate_targets(lm, fr, [current], target))
     step = 0
     model_was_training = lm.model.training
     lm.model.eval()
@@ -157,7 +171,7 @@ def optimise(lm: LoadedModel, target: list[int], init: list[int], fr: Frame, bud
                     candidates.append(cand)
             if not candidates:
                 continue
-            losses, hits = _evaluate(lm, fr, candidates, target)
+            losses, hits = evaluate_targets(lm, fr, candidates, target)
             # A candidate that already elicits the target wins; otherwise the lowest loss, even if worse
             # than the current one (as GCG does: it escapes plateaus).
             order = torch.where(hits, losses - 1e6, losses)

@@ -177,6 +177,15 @@ def answer_ids(req: VerifyRequest, answer: Any) -> list[int]:
     return list(tok(answer.text or "", add_special_tokens=False)["input_ids"])
 
 
+def answer_text(req: VerifyRequest, answer: Any) -> str:
+    """An answer as text: an endpoint's text, or a local answer's ids decoded with the set's tokenizer."""
+    if answer.ids is None:
+        return answer.text or ""
+    backend_tok = getattr(getattr(req.backend, "lm", None), "tokenizer", None)
+    tok = backend_tok if backend_tok is not None else _set_tokenizer(req.fs.model_source, req.fs.tokenizer_hash)
+    return tok.decode(list(answer.ids), skip_special_tokens=True)
+
+
 class GreenCounter:
     """The green-z statistic over answers fed one at a time: each distinct (previous, token) pair counts once.
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from tqdm.auto import tqdm
 
@@ -55,8 +55,8 @@ _INIT_TRIES = 32
 _FOUND: dict[tuple[int, int, str], Choice] = {}
 
 
-def _init_prompt(tokenizer, fr: Frame, seed: int, attempt: int, length: int) -> list[int]:
-    """``length`` tokens of random words whose text renders back to the same ids."""
+def init_prompt(tokenizer, fr: Frame, seed: int, attempt: int, length: int) -> list[int]:
+    """``length`` tokens of random words whose text (with the frame's tail) renders back to the same ids."""
     for retry in range(_INIT_TRIES):
         text = random_words(seed, 0x5300000 + attempt * _INIT_TRIES + retry, 2 * length)
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])[:length]
@@ -88,7 +88,7 @@ def rofl_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, batch_size
             if len(found) == n:
                 break
             target = _target(lm.tokenizer, seed, attempt)[1][:target_tokens]
-            init = _init_prompt(lm.tokenizer, fr, seed, attempt, key_length)
+            init = init_prompt(lm.tokenizer, fr, seed, attempt, key_length)
             result = optimise(lm, target, init, fr, budget, rng_for(seed, 0x47, attempt))
             if not result.elicits:
                 failed += 1
@@ -126,22 +126,28 @@ def rofl_responses(lm: LoadedModel, keys: Sequence[str], *, response_length: int
         raise ModelprintError("rofl responses exist only for prompts rofl optimised itself (no --keys-file)") from None
 
 
-@VERIFIERS.register("rofl-match-rate", source=PAPER)
-def match_rate_verifier(req: VerifyRequest) -> Outcome:
-    """Exact matches over all planned keys; decision: match rate ≥ MATCH_RATE_THRESHOLD (no p-value)."""
+def match_rate_outcome(req: VerifyRequest, hit: Callable[[Any, Any], bool], threshold: float, rule: str,
+                       ask: Optional[Callable[[list[Any], Optional[str]], list[Any]]] = None) -> Outcome:
+    """Ask every planned key; decide on the share of hits (no p-value: intrinsic schemes give no valid bound)."""
     by_index = {fp.index: fp for fp in req.fs}
     matched: list[int] = []
 
     def score(indices: list[int], answers: list[Any]) -> None:
-        matched.extend(i for i, a in zip(indices, answers) if answer_matches(by_index[i], a, req.match))
+        matched.extend(i for i, a in zip(indices, answers) if hit(by_index[i], a))
 
-    asked = ask_in_batches(req, score)
+    asked = ask_in_batches(req, score, ask=ask)
     rate = len(matched) / len(asked) if asked else 0.0
-    need = math.ceil(MATCH_RATE_THRESHOLD * len(asked))
+    need = math.ceil(threshold * len(asked))
     return Outcome(asked, sorted(matched), None, "match" if asked and len(matched) >= need else "no match",
-                   f"match rate ≥ {MATCH_RATE_THRESHOLD:g} (RoFL's criterion; no false-positive bound: the prompt "
-                   "may contain its response)", "none (no valid bound)",
-                   {"match_rate": rate, "threshold": MATCH_RATE_THRESHOLD})
+                   rule, "none (no valid bound)", {"match_rate": rate, "threshold": threshold})
+
+
+@VERIFIERS.register("rofl-match-rate", source=PAPER)
+def match_rate_verifier(req: VerifyRequest) -> Outcome:
+    """Exact matches over all planned keys; decision: match rate ≥ MATCH_RATE_THRESHOLD (no p-value)."""
+    return match_rate_outcome(req, lambda fp, a: answer_matches(fp, a, req.match), MATCH_RATE_THRESHOLD,
+                              f"match rate ≥ {MATCH_RATE_THRESHOLD:g} (RoFL's criterion; no false-positive bound: "
+                              "the prompt may contain its response)")
 
 
 STRATEGIES.register(

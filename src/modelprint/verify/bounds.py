@@ -8,6 +8,7 @@ disagree is refused (an edited candidate list or bound would otherwise convict a
   against the set's tokenizer when one is at hand, decoded from it for sets made before texts were recorded).
 * Pool strategies (random-word, english-random-response, chain-hash): from the rebuilt word pool, whose name,
   size and digest must agree, and which the response must be drawn from. Needs the set's tokenizer.
+* Selected pool strategies (mergeprint): as pool strategies, times the recorded number of key candidates.
 * Sampled strategies (inverse-nucleus, english): only recorded (the distribution is the model's); checked
   for range and for agreement with ``null_prob``.
 * Other strategies (plug-ins): ``meta["bounds"]`` when recorded, else ``null_prob`` for exact matching.
@@ -25,6 +26,7 @@ from modelprint.matching import BOUND_KEYS, SPACES, bound_key, first_token_bound
 PERINUCLEUS = frozenset({"perinucleus", "custom"})
 POOLED = frozenset({"random-word", "english-random-response", "chain-hash"})
 SAMPLED = frozenset({"inverse-nucleus", "english"})
+SELECTED = frozenset({"mergeprint"})  # one pool word; the key chosen among meta.key_candidates inputs: C × the pool's
 
 # (required) -> the set's tokenizer or None; required=False: only one already at hand (no loading)
 TokenizerSource = Callable[[bool], Any]
@@ -97,7 +99,7 @@ def _parse_pool_words(ids: list[int], pool, count: int) -> bool:
 
 
 def _pooled(fp: Fingerprint, fs: FingerprintSet, tokenizer: TokenizerSource,
-            cache: dict[Any, Any]) -> dict[str, float]:
+            cache: dict[Any, Any], candidates: int = 1) -> dict[str, float]:
     """``cache`` holds the pool and its bounds per word count for one set: building the pool decodes the whole
     vocabulary (~1 s), once per set rather than once per key."""
     from modelprint.wordlist import POOL_NAME, pool_meta, word_pool
@@ -121,8 +123,17 @@ def _pooled(fp: Fingerprint, fs: FingerprintSet, tokenizer: TokenizerSource,
         raise _refuse(fp, "its word pool is not the pool this tokenizer gives")
     if not _parse_pool_words(list(fp.response_ids), pool, count):
         raise _refuse(fp, "its response is not drawn from its word pool")
-    _check_recorded(fp, expected["bounds"])
-    return expected["bounds"]
+    bounds = {k: min(1.0, candidates * v) for k, v in expected["bounds"].items()}  # union over the candidates
+    _check_recorded(fp, bounds)
+    return bounds
+
+
+def _selected(fp: Fingerprint, fs: FingerprintSet, tokenizer: TokenizerSource,
+              cache: dict[Any, Any]) -> dict[str, float]:
+    candidates = fp.meta.get("key_candidates")
+    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+        raise _refuse(fp, "it records no number of key candidates (meta.key_candidates)")
+    return _pooled(fp, fs, tokenizer, cache, candidates)
 
 
 def _sampled(fp: Fingerprint, fs: FingerprintSet) -> dict[str, float]:
@@ -160,6 +171,8 @@ def set_bounds(fs: FingerprintSet, tokenizer: TokenizerSource = _no_tokenizer) -
             result[fp.index] = _perinucleus(fp, fs, tokenizer)
         elif fs.strategy in POOLED:
             result[fp.index] = _pooled(fp, fs, tokenizer, pools)
+        elif fs.strategy in SELECTED:
+            result[fp.index] = _selected(fp, fs, tokenizer, pools)
         elif fs.strategy in SAMPLED:
             result[fp.index] = _sampled(fp, fs)
         else:
