@@ -104,6 +104,9 @@ class VerifyConfig(StrictConfig):
     max_queries: Optional[int] = Field(None, ge=1)  # None: every key of the set
     batch_size: int = Field(64, ge=1)
     seed: int = 0  # which keys a limited budget spends (not a secret)
+    # sampled answers per key for --match sample: with a margin-recipe pick at probability ~0.07 and k = 3,
+    # 16 samples gave a per-key hit rate of 0.67 (a 64-key verdict at 1e-6 in ~75 % of runs), 32 gave 0.88 (~100 %)
+    samples: int = Field(32, ge=1)
 
 
 VERIFY_DEFAULTS = VerifyConfig()

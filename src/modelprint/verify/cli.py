@@ -35,7 +35,7 @@ TIMEOUT_HELP = "Seconds per try of each request to the endpoint (a timed-out req
 
 def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optional[str], served_model: Optional[str],
              api: str, batch_size: int, tokenizer: Optional[str] = None, timeout: float = 60.0,
-             samples: int = 16, max_requests: Optional[int] = None):
+             samples: int = VERIFY_DEFAULTS.samples, max_requests: Optional[int] = None):
     _check_target(model, endpoint)
     if tokenizer is not None and (endpoint is None or api != "completions"):
         raise ConfigError("--tokenizer renders prompts for --endpoint … --api completions only")
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(60.0, "--timeout", help=TIMEOUT_HELP),
         max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Hard budget of keys to ask."),
         max_requests: Optional[int] = typer.Option(None, "--max-requests", help=MAX_REQUESTS_HELP),
-        samples: int = typer.Option(16, "--samples", help=SAMPLES_HELP),
+        samples: int = typer.Option(VERIFY_DEFAULTS.samples, "--samples", help=SAMPLES_HELP),
         alpha: float = typer.Option(VERIFY_DEFAULTS.alpha, "--alpha", help="False-positive level of the decision."),
         match: str = typer.Option(VERIFY_DEFAULTS.match, "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed", help="Seed of the random key order."),
@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(60.0, "--timeout", help=TIMEOUT_HELP),
         max_queries: Optional[int] = typer.Option(64, "--max-queries", help="Keys asked per licensee."),
         max_requests: Optional[int] = typer.Option(None, "--max-requests", help=MAX_REQUESTS_HELP),
-        samples: int = typer.Option(16, "--samples", help=SAMPLES_HELP),
+        samples: int = typer.Option(VERIFY_DEFAULTS.samples, "--samples", help=SAMPLES_HELP),
         alpha: float = typer.Option(VERIFY_DEFAULTS.alpha, "--alpha"),
         match: str = typer.Option(VERIFY_DEFAULTS.match, "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed"),

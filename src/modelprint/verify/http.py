@@ -46,6 +46,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Optional, Sequence
 
+from modelprint.config import VERIFY_DEFAULTS
 from modelprint.errors import ConfigError, ModelprintError
 from modelprint.fingerprints import Fingerprint, FingerprintSet
 from modelprint.verify.backends import Answer
@@ -63,7 +64,7 @@ MAX_TIMEOUT_TRIES = 2  # an endpoint silent for a whole timeout is rarely back a
 TOP_LOGPROBS_TRIES = (20, 5, 1)  # OpenAI chat's limit (vLLM, llama.cpp), TGI's default cap, the sampled token only
 REFUSED_OPTION = frozenset({400, 422})  # how servers refuse an option they do not allow
 PROBE_PROMPT = "Hello"  # what probes ask: never a secret key
-DEFAULT_SAMPLES = 16
+DEFAULT_SAMPLES = VERIFY_DEFAULTS.samples
 SAMPLE_TOKENS = 4  # a candidate is one token of ours; the server's tokenizer may need a few
 
 
