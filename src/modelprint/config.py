@@ -74,19 +74,22 @@ def resolve_config_path(path: Path, kind: str) -> Path:
     raise ConfigError(f"config file '{path}' does not exist")
 
 
+def read_config_yaml(path: Path, kind: str) -> dict[str, Any]:
+    """The YAML mapping at ``path`` (or the shipped ``configs/<kind>/NAME.yaml``); bad files are one-line errors."""
+    path = resolve_config_path(Path(path), kind)
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    return loaded
+
+
 def load_config(cls: type[C], path: Optional[Path] = None, overrides: Iterable[str] = (),
                 **values: Any) -> C:
     """Defaults ← YAML file ← explicit ``values`` (non-None) ← ``key=value`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = resolve_config_path(Path(path), getattr(cls, "config_kind", ""))
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
-        data = loaded
+    data: dict[str, Any] = read_config_yaml(path, getattr(cls, "config_kind", "")) if path is not None else {}
     data = merge_dicts(data, {k: v for k, v in values.items() if v is not None})
     data = merge_dicts(data, parse_overrides(overrides))
     return validate(cls, data)

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from modelprint.config import StrictConfig, merge_dicts, resolve_config_path, validate
+from modelprint.config import StrictConfig, merge_dicts, read_config_yaml, validate
 from modelprint.errors import ConfigError
 
 GRID = "grid"
@@ -129,14 +129,7 @@ def parse_sets(pairs: Iterable[str], axes: dict[str, list[Any]]) -> dict[str, An
 
 def read_grid_yaml(path: Path, kind: str) -> dict[str, Any]:
     """The YAML mapping at ``path`` (or the shipped ``configs/<kind>/NAME.yaml``)."""
-    path = resolve_config_path(Path(path), kind)
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML ({exc.__class__.__name__})") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
-    return loaded
+    return read_config_yaml(Path(path), kind)
 
 
 def _get(mapping: dict[str, Any], dotted: str) -> Any:
