@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from modelprint.embed.expansion import transformer_blocks
+from modelprint.prompts import pad_left
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,7 @@ TOLERANCE = 1e-2
 
 def padded_inputs(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-padded ids, attention mask and positions, as every next-token scorer here feeds a model."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        ids[row, width - len(p):] = torch.tensor(list(p))
-        mask[row, width - len(p):] = 1
+    ids, mask = pad_left(prompts, pad_id)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
 
