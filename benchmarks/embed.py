@@ -14,14 +14,18 @@ result.  Variants are recipe overrides, so any knob can be compared: ``--variant
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
+import os
 import statistics
+import sys
 import time
 from typing import Any, Optional
 
 from modelprint.config import load_config
 from modelprint.embed import EmbedConfig, embed
+from modelprint.embed.expectations import Expectation, FigureSummary, recipe_key, store_expectation
 from modelprint.evaluation import normalized_utility, run_suite
 from modelprint.generate import generate
 from modelprint.models import load_model
@@ -95,6 +99,9 @@ def main() -> None:
                     help="also measure normalized task utility with this evaluation suite (slow)")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--json", default=None, help="append one JSON line per run and per summary to this file")
+    ap.add_argument("--expectations", default=None,
+                    help="store each summary here (src/modelprint/data/embed_expectations.json is what "
+                         "`modelprint embed` compares its run with)")
     args = ap.parse_args()
     for item in args.variant_def:
         name, spec = item.split(":", 1)
@@ -128,6 +135,14 @@ def main() -> None:
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps({"n": n, "variant": variant, "summary": summary}) + "\n")
+        if args.expectations:
+            store_expectation(Expectation(
+                model=args.model, n=n, variant=variant,
+                recipe=recipe_key(load_config(EmbedConfig, None, VARIANTS[variant])),
+                figures={name: FigureSummary(**{k: s[k] for k in ("mean", "sd", "worst")}, runs=int(s["runs"]))
+                         for name, s in summary.items()},
+                command="python benchmarks/embed.py " + " ".join(sys.argv[1:]),
+                measured=f"{datetime.date.today()}, {os.cpu_count()} CPU cores"), args.expectations)
 
 
 if __name__ == "__main__":

@@ -37,19 +37,59 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(EmbedConfig, config, extra, learning_rate=learning_rate, max_epochs=max_epochs,
                           batch_size=batch_size)
         result = embed(model, fingerprints, out, config=cfg, resume=resume, force=force, overwrite=overwrite)
+        expected = _expectation(model, fingerprints, cfg)
         table = Table(title=f"embedded into {out}")
         table.add_column("measure")
         table.add_column("value", justify="right")
+        if expected:
+            table.add_column(f"benchmark: mean ± sd (worst of {_runs(expected)} seeds, n = {expected.n})",
+                             justify="right")
+
+        def row(label: str, value: str, figure: Optional[str] = None) -> None:
+            table.add_row(label, value, *([_expected_cell(expected, figure)] if expected else []))
+
         if cfg.objective == "margin":
-            table.add_row("retention (candidate ranking: verify --match candidate)", f"{result.retention:.1%}")
-            table.add_row("steps", str(result.epochs))
+            row("retention (candidate ranking: verify --match candidate)", f"{result.retention:.1%}", "retention")
+            row("steps", str(result.epochs))
         else:
-            table.add_row("retention (greedy, as verify asks)", f"{result.retention:.1%}")
-            table.add_row("epochs", str(result.epochs))
-        table.add_row("time", f"{result.seconds:.0f} s")
+            row("retention (greedy, as verify asks)", f"{result.retention:.1%}", "retention")
+            row("epochs", str(result.epochs))
+        row("time", f"{result.seconds:.0f} s", "seconds")
+        if result.averaged is not None:
+            row("averaged toward the base (λ)", f"{result.averaged:.2f}", "averaged")
         if result.utility:
             b, f = result.utility["base"], result.utility["fingerprinted"]
-            table.add_row("perplexity base → fingerprinted", f"{b['perplexity']:.2f} → {f['perplexity']:.2f} "
-                          f"({result.utility['relative']['perplexity_change']:+.1%})")
-            table.add_row("answer agreement with base", f"{f['answer_agreement']:.1%}")
+            row("perplexity base → fingerprinted", f"{b['perplexity']:.2f} → {f['perplexity']:.2f} "
+                f"({result.utility['relative']['perplexity_change']:+.1%})", "perplexity_change")
+            row("answer agreement with base", f"{f['answer_agreement']:.1%}", "answer_agreement")
         console.print(table)
+        if not expected:
+            console.print("[dim]no benchmark expectation for this model and recipe "
+                          "(benchmarks/embed.py --expectations measures one)[/dim]")
+
+
+FORMATS = {"retention": "{:.1%}", "perplexity_change": "{:+.1%}", "answer_agreement": "{:.1%}",
+           "seconds": "{:.0f} s", "averaged": "{:.2f}"}
+
+
+def _expectation(model: str, fingerprints: Path, cfg):
+    """The benchmark summary for this model name, recipe and set size, or None (never an error: it is advice)."""
+    from modelprint.embed.expectations import expectation_for
+    from modelprint.fingerprints import load_fingerprints
+
+    try:
+        return expectation_for(model, len(load_fingerprints(fingerprints)), cfg)
+    except Exception:  # a broken expectations file must not fail an embed that succeeded
+        return None
+
+
+def _runs(expected) -> int:
+    return max((f.runs for f in expected.figures.values()), default=0)
+
+
+def _expected_cell(expected, figure: Optional[str]) -> str:
+    summary = expected.figures.get(figure) if figure else None
+    if summary is None:
+        return ""
+    fmt = FORMATS[figure]
+    return f"{fmt.format(summary.mean)} ± {fmt.format(summary.sd).lstrip('+')} ({fmt.format(summary.worst)})"

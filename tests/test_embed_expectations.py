@@ -1,0 +1,83 @@
+"""`modelprint embed` compares its run with the benchmark's distribution over seeds for the same recipe only."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import TINY_RECIPE
+
+from modelprint.config import load_config
+from modelprint.embed import EmbedConfig
+from modelprint.embed import expectations as ex
+
+
+def _expectation(model: str, n: int, overrides: list[str], ppl_mean: float = 0.031) -> ex.Expectation:
+    figures = {"perplexity_change": ex.FigureSummary(mean=ppl_mean, sd=0.004, worst=0.037, runs=5),
+               "retention": ex.FigureSummary(mean=1.0, sd=0.0, worst=1.0, runs=5)}
+    return ex.Expectation(model=model, n=n, variant="v", figures=figures,
+                          recipe=ex.recipe_key(load_config(EmbedConfig, None, overrides)))
+
+
+def test_store_replaces_same_point_and_lookup_needs_the_same_recipe(tmp_path):
+    path = tmp_path / "exp.json"
+    ex.store_expectation(_expectation("m", 64, []), path)
+    ex.store_expectation(_expectation("m", 64, [], ppl_mean=0.05), path)  # same point: replaced, not appended
+    ex.store_expectation(_expectation("m", 256, []), path)
+    ex.store_expectation(_expectation("m", 64, ["objective=margin"]), path)
+    assert len(ex.load_expectations(path)) == 3
+    default = load_config(EmbedConfig, None, ["seed=7"])  # the seed does not change what is expected
+    assert ex.expectation_for("m", 64, default, path).figures["perplexity_change"].mean == 0.05
+    assert ex.expectation_for("m", 200, default, path).n == 256  # nearest measured size
+    assert ex.expectation_for("m", 64, load_config(EmbedConfig, None, ["objective=margin"]), path).variant == "v"
+    assert ex.expectation_for("m", 64, load_config(EmbedConfig, None, ["learning_rate=1e-3"]), path) is None
+    assert ex.expectation_for("other", 64, default, path) is None
+    assert ex.load_expectations(tmp_path / "missing.json") == []
+
+
+def test_packaged_expectations_are_valid():
+    for e in ex.load_expectations():
+        assert e.recipe == ex.recipe_key(EmbedConfig.model_validate(e.recipe))  # still a valid, complete recipe
+        assert e.figures and all(f.runs >= 1 for f in e.figures.values())
+
+
+def test_cli_prints_the_benchmark_column_for_a_matching_recipe(tiny, tiny_set, tmp_path, monkeypatch, capsys):
+    from modelprint.cli import run
+    from modelprint.log import console
+
+    monkeypatch.setattr(console, "width", 240)  # one line per table row, whatever the terminal
+    model_dir = tmp_path / "tiny"
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    fp = tiny_set.save(tmp_path / "fp.jsonl")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({**TINY_RECIPE, "max_epochs": 1}))  # JSON is YAML
+    cfg = load_config(EmbedConfig, recipe, [])
+    store = tmp_path / "exp.json"
+    e = _expectation(str(model_dir), len(tiny_set), [])
+    ex.store_expectation(e.model_copy(update={"recipe": ex.recipe_key(cfg)}), store)
+    real_load = ex.load_expectations
+    monkeypatch.setattr(ex, "load_expectations", lambda path=None: real_load(store))
+
+    assert run(["embed", "-m", str(model_dir), "-f", str(fp), "-o", str(tmp_path / "a"), "-c", str(recipe)]) == 0
+    out = capsys.readouterr().err
+    assert "benchmark: mean ± sd (worst of 5 seeds, n = 16)" in out and "100.0% ± 0.0% (100.0%)" in out
+
+    assert run(["embed", "-m", str(model_dir), "-f", str(fp), "-o", str(tmp_path / "b"), "-c", str(recipe),
+                "learning_rate=1e-2"]) == 0
+    out = capsys.readouterr().err
+    assert "benchmark:" not in out and "no benchmark expectation" in out
+
+
+@pytest.mark.parametrize("broken", ["not json", '[{"model": 1}]'])
+def test_a_broken_expectations_file_does_not_fail_an_embed(tiny_set, tmp_path, broken, monkeypatch):
+    from modelprint.embed import cli
+
+    fp = tiny_set.save(tmp_path / "fp.jsonl")
+    ex.store_expectation(_expectation("m", 16, []), tmp_path / "good.json")
+    real_load = ex.load_expectations
+    monkeypatch.setattr(ex, "load_expectations", lambda path=None: real_load(tmp_path / "good.json"))
+    assert cli._expectation("m", fp, EmbedConfig()) is not None  # the control: a good file is read
+    store = tmp_path / "exp.json"
+    store.write_text(broken)
+    monkeypatch.setattr(ex, "load_expectations", lambda path=None: real_load(store))
+    assert cli._expectation("m", fp, EmbedConfig()) is None
