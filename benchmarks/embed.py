@@ -4,7 +4,8 @@
                                [--model smollm2-135m] [--json rows.jsonl]
 
 Every (size, variant) runs ``--seeds`` times; each run draws a fresh fingerprint set from the operating system's
-randomness (as a user's run does) and trains with recipe seed 0, 1, …  One row per run: epochs, seconds, λ (averaged
+randomness (as a user's run does) and trains with recipe seed 0, 1, …  With ``--json``, runs already in the file
+(same model, size, variant definition and seed) are read back instead of rerun, so a killed benchmark resumes.  One row per run: epochs, seconds, λ (averaged
 with the base at the end), retention (as verify asks), perplexity change on WikiText-2, answer agreement with the base
 (64 NQ-open questions, first 8 greedy tokens) and, with ``--tasks quick``, the normalized task utility of the stress
 suite's quick tasks (MMLU, PIQA, OpenBookQA, … ratio to the base model, with each task's 95 % interval kept in the
@@ -70,6 +71,23 @@ def _fmt(name: str, value: Optional[float]) -> str:
     return "–" if value is None or math.isnan(value) else FIGURES[name][1].format(value)
 
 
+def finished_runs(path: str, model: str, tasks: Optional[str]) -> dict[tuple[int, str, int], dict[str, Any]]:
+    """Runs already in ``path`` (same size, variant, seed and overrides): a killed benchmark resumes from them."""
+    done: dict[tuple[int, str, int], dict[str, Any]] = {}
+    if not os.path.exists(path):
+        return done
+    with open(path) as fh:
+        for line in fh:
+            row = json.loads(line)
+            if ("seed" not in row or row.get("model") != model
+                    or row.get("overrides") != VARIANTS.get(row.get("variant"))):
+                continue  # a summary line, or a variant whose definition changed since
+            if tasks and row.get("task_utility") is None:
+                continue
+            done[(row["n"], row["variant"], row["seed"])] = row
+    return done
+
+
 def run_once(base, n: int, overrides: list[str], seed: int, tasks: Optional[str],
              base_tasks: Optional[dict]) -> dict[str, Any]:
     fs = generate(base, num_fingerprints=n)  # a fresh OS secret, like a user's run
@@ -98,7 +116,8 @@ def main() -> None:
     ap.add_argument("--tasks", choices=["quick", "full"], default=None,
                     help="also measure normalized task utility with this evaluation suite (slow)")
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--json", default=None, help="append one JSON line per run and per summary to this file")
+    ap.add_argument("--json", default=None, help="append one JSON line per run and per summary to this file; "
+                                                  "runs already in it are read back, not rerun (resume)")
     ap.add_argument("--expectations", default=None,
                     help="store each summary here (src/modelprint/data/embed_expectations.json is what "
                          "`modelprint embed` compares its run with)")
@@ -109,6 +128,7 @@ def main() -> None:
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown or args.seeds < 1:
         ap.error(f"unknown variant(s) {unknown} (known: {', '.join(VARIANTS)})" if unknown else "--seeds must be ≥ 1")
+    done = finished_runs(args.json, args.model, args.tasks) if args.json else {}
     base = load_model(args.model)
     base_tasks = run_suite(base, args.tasks, seed=0) if args.tasks else None
     header = f"{'n':>5} {'variant':<18} {'seed':>4} " + " ".join(f"{FIGURES[f][0]:>10}" for f in FIGURES)
@@ -118,13 +138,16 @@ def main() -> None:
         for variant in args.variants.split(","):
             rows = []
             for seed in range(args.seeds):
-                row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks)
+                row = done.get((n, variant, seed))
+                if row is None:
+                    row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks)
                 rows.append(row)
                 print(f"{n:>5} {variant:<18} {seed:>4} " + " ".join(f"{_fmt(f, row.get(f)):>10}" for f in FIGURES),
                       flush=True)
-                if args.json:
+                if args.json and (n, variant, seed) not in done:
                     with open(args.json, "a") as fh:
-                        fh.write(json.dumps({"n": n, "variant": variant, "overrides": VARIANTS[variant], **row},
+                        fh.write(json.dumps({"model": args.model, "n": n, "variant": variant,
+                                            "overrides": VARIANTS[variant], **row},
                                             default=str) + "\n")
             summaries.append((n, variant, summarize(rows)))
     print("\nsummary over seeds: mean ± sd (worst run)")

@@ -81,3 +81,32 @@ def test_a_broken_expectations_file_does_not_fail_an_embed(tiny_set, tmp_path, b
     store.write_text(broken)
     monkeypatch.setattr(ex, "load_expectations", lambda path=None: real_load(store))
     assert cli._expectation("m", fp, EmbedConfig()) is None
+
+
+def _embed_bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "embed.py"
+    spec = importlib.util.spec_from_file_location("embed_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_resumes_only_runs_of_the_same_model_variant_and_definition(tmp_path):
+    bench = _embed_bench()
+    rows = tmp_path / "rows.jsonl"
+    lines = [
+        {"model": "m", "n": 64, "variant": "default", "overrides": [], "seed": 0, "retention": 1.0},
+        {"model": "m", "n": 64, "variant": "default", "overrides": [], "seed": 1, "retention": 0.9},
+        {"model": "other", "n": 64, "variant": "default", "overrides": [], "seed": 2, "retention": 1.0},
+        {"model": "m", "n": 64, "variant": "lora", "overrides": ["learning_rate=1"], "seed": 0},  # redefined since
+        {"n": 64, "variant": "default", "summary": {}},
+    ]
+    rows.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert sorted(bench.finished_runs(str(rows), "m", None)) == [(64, "default", 0), (64, "default", 1)]
+    assert bench.finished_runs(str(rows), "m", "quick") == {}  # rows without task utility do not resume a --tasks run
+    assert bench.finished_runs(str(tmp_path / "none.jsonl"), "m", None) == {}
