@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import time
 from typing import Any, Optional
 
@@ -25,6 +23,7 @@ from modelprint.embed import EmbedConfig, embed
 from modelprint.evaluation import normalized_utility, run_suite
 from modelprint.generate import generate
 from modelprint.models import load_model
+from summary import FIGURES, header_cells, row_cells, summarize, summary_cells  # benchmarks/summary.py
 
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -37,34 +36,6 @@ VARIANTS: dict[str, list[str]] = {
     "mlp-expansion": ["mlp_expansion=256"],
     "plain": ["benign.per_fingerprint=0", "augmentation.copies=0", "freeze_embeddings=false"],
 }
-
-# figure -> (label, format, whether larger is better): the worst run is the min or the max accordingly
-FIGURES: dict[str, tuple[str, str, bool]] = {
-    "retention": ("retention", "{:.1%}", True),
-    "perplexity_change": ("ppl Δ", "{:+.1%}", False),
-    "answer_agreement": ("agreement", "{:.1%}", True),
-    "task_utility": ("task util", "{:.3f}", True),
-    "seconds": ("seconds", "{:.0f}", False),
-    "averaged": ("λ", "{:.2f}", True),
-}
-
-
-def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per figure: mean, sample sd (0 for one run), worst run and the number of runs that reported it."""
-    out: dict[str, dict[str, float]] = {}
-    for name, (_, _, higher) in FIGURES.items():
-        values = [float(r[name]) for r in rows if r.get(name) is not None and not math.isnan(float(r[name]))]
-        if not values:
-            continue
-        out[name] = {"mean": statistics.fmean(values),
-                     "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-                     "worst": min(values) if higher else max(values), "runs": len(values)}
-    return out
-
-
-def _fmt(name: str, value: Optional[float]) -> str:
-    return "–" if value is None or math.isnan(value) else FIGURES[name][1].format(value)
-
 
 def run_once(base, n: int, overrides: list[str], seed: int, tasks: Optional[str],
              base_tasks: Optional[dict]) -> dict[str, Any]:
@@ -104,7 +75,7 @@ def main() -> None:
         ap.error(f"unknown variant(s) {unknown} (known: {', '.join(VARIANTS)})" if unknown else "--seeds must be ≥ 1")
     base = load_model(args.model)
     base_tasks = run_suite(base, args.tasks, seed=0) if args.tasks else None
-    header = f"{'n':>5} {'variant':<18} {'seed':>4} " + " ".join(f"{FIGURES[f][0]:>10}" for f in FIGURES)
+    header = f"{'n':>5} {'variant':<18} {'seed':>4} " + header_cells(FIGURES)
     print(header, flush=True)
     summaries = []
     for n in [int(s) for s in args.sizes.split(",")]:
@@ -113,18 +84,15 @@ def main() -> None:
             for seed in range(args.seeds):
                 row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks)
                 rows.append(row)
-                print(f"{n:>5} {variant:<18} {seed:>4} " + " ".join(f"{_fmt(f, row.get(f)):>10}" for f in FIGURES),
-                      flush=True)
+                print(f"{n:>5} {variant:<18} {seed:>4} " + row_cells(row, FIGURES), flush=True)
                 if args.json:
                     with open(args.json, "a") as fh:
                         fh.write(json.dumps({"n": n, "variant": variant, "overrides": VARIANTS[variant], **row},
                                             default=str) + "\n")
-            summaries.append((n, variant, summarize(rows)))
+            summaries.append((n, variant, summarize(rows, FIGURES)))
     print("\nsummary over seeds: mean ± sd (worst run)")
     for n, variant, summary in summaries:
-        cells = [f"{FIGURES[f][0]} {_fmt(f, s['mean'])} ± {_fmt(f, s['sd']).lstrip('+')} ({_fmt(f, s['worst'])})"
-                 for f, s in summary.items()]
-        print(f"{n:>5} {variant:<18} " + " · ".join(cells), flush=True)
+        print(f"{n:>5} {variant:<18} " + summary_cells(summary, FIGURES), flush=True)
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps({"n": n, "variant": variant, "summary": summary}) + "\n")
