@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from modelprint.config import load_config  # noqa: E402
 from modelprint.embed import EmbedConfig, embed  # noqa: E402
 from modelprint.embed.margin import candidate_retention  # noqa: E402
+from modelprint.errors import ModelprintError  # noqa: E402
 from modelprint.evaluation import normalized_utility, run_suite  # noqa: E402
 from modelprint.generate import GenerateConfig, generate  # noqa: E402
 from modelprint.models import LoadedModel, is_out_of_memory, load_model  # noqa: E402
@@ -217,4 +218,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ModelprintError as exc:  # a bad recipe key, an unloadable model: one line, exit 2, as the CLI does
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
