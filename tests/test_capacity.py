@@ -145,3 +145,23 @@ def test_bad_arguments_are_refused_before_any_model_loads(cap, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="CUDA is not available"):
             cap.main(["--device", "cuda", "--model", "/nonexistent"])
+
+
+def test_device_cpu_is_honoured_and_checked(cap, tiny_dir, tmp_path, monkeypatch):
+    import os
+
+    from modelprint.embed import EmbedResult
+    from modelprint.testing import tiny_model
+
+    assert cap.use_device("cpu").type == "cpu"
+    assert os.environ["ACCELERATE_USE_CPU"] == "true"  # what embed's accelerate reads to train on the CPU
+
+    def embed_elsewhere(base, fs, out, config):  # a model that ended up on another device than asked for
+        lm = tiny_model(seed=0)
+        lm.model.to("meta")
+        return EmbedResult(None, lm, 1.0, 1, 0.0, {}, [])
+
+    monkeypatch.setattr(cap, "embed", embed_elsewhere)
+    with pytest.raises(SystemExit, match="embed trained on meta, not on --device cpu"):
+        cap.main(_args(tiny_dir, tmp_path / "rows.jsonl", "--sizes", "2", "--seeds", "1", "--gen",
+                       "strategy=random-word"))
