@@ -17,19 +17,23 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
-import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any, Optional
 
-from modelprint.config import load_config
-from modelprint.embed import EmbedConfig, embed
-from modelprint.embed.expectations import Expectation, FigureSummary, recipe_key, store_expectation
-from modelprint.evaluation import normalized_utility, run_suite
-from modelprint.generate import generate
-from modelprint.models import load_model
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the shared benchmarks/summary.py, however this file is loaded
+    sys.path.insert(0, str(HERE))
+
+from modelprint.config import load_config  # noqa: E402
+from modelprint.embed import EmbedConfig, embed  # noqa: E402
+from modelprint.embed.expectations import Expectation, FigureSummary, recipe_key, store_expectation  # noqa: E402
+from modelprint.evaluation import normalized_utility, run_suite  # noqa: E402
+from modelprint.generate import generate  # noqa: E402
+from modelprint.models import load_model  # noqa: E402
+from summary import FIGURES, header_cells, row_cells, summarize, summary_cells  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -42,34 +46,6 @@ VARIANTS: dict[str, list[str]] = {
     "mlp-expansion": ["mlp_expansion=256"],
     "plain": ["benign.per_fingerprint=0", "augmentation.copies=0", "freeze_embeddings=false"],
 }
-
-# figure -> (label, format, whether larger is better): the worst run is the min or the max accordingly
-FIGURES: dict[str, tuple[str, str, bool]] = {
-    "retention": ("retention", "{:.1%}", True),
-    "perplexity_change": ("ppl Δ", "{:+.1%}", False),
-    "answer_agreement": ("agreement", "{:.1%}", True),
-    "task_utility": ("task util", "{:.3f}", True),
-    "seconds": ("seconds", "{:.0f}", False),
-    "averaged": ("λ", "{:.2f}", True),
-}
-
-
-def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per figure: mean, sample sd (0 for one run), worst run and the number of runs that reported it."""
-    out: dict[str, dict[str, float]] = {}
-    for name, (_, _, higher) in FIGURES.items():
-        values = [float(r[name]) for r in rows if r.get(name) is not None and not math.isnan(float(r[name]))]
-        if not values:
-            continue
-        out[name] = {"mean": statistics.fmean(values),
-                     "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-                     "worst": min(values) if higher else max(values), "runs": len(values)}
-    return out
-
-
-def _fmt(name: str, value: Optional[float]) -> str:
-    return "–" if value is None or math.isnan(value) else FIGURES[name][1].format(value)
-
 
 def finished_runs(path: str, model: str, tasks: Optional[str]) -> dict[tuple[int, str, int], dict[str, Any]]:
     """Runs already in ``path`` (same size, variant, seed and overrides): a killed benchmark resumes from them."""
@@ -131,7 +107,7 @@ def main() -> None:
     done = finished_runs(args.json, args.model, args.tasks) if args.json else {}
     base = load_model(args.model)
     base_tasks = run_suite(base, args.tasks, seed=0) if args.tasks else None
-    header = f"{'n':>5} {'variant':<18} {'seed':>4} " + " ".join(f"{FIGURES[f][0]:>10}" for f in FIGURES)
+    header = f"{'n':>5} {'variant':<18} {'seed':>4} " + header_cells(FIGURES)
     print(header, flush=True)
     summaries = []
     for n in [int(s) for s in args.sizes.split(",")]:
@@ -142,19 +118,16 @@ def main() -> None:
                 if row is None:
                     row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks)
                 rows.append(row)
-                print(f"{n:>5} {variant:<18} {seed:>4} " + " ".join(f"{_fmt(f, row.get(f)):>10}" for f in FIGURES),
-                      flush=True)
+                print(f"{n:>5} {variant:<18} {seed:>4} " + row_cells(row, FIGURES), flush=True)
                 if args.json and (n, variant, seed) not in done:
                     with open(args.json, "a") as fh:
                         fh.write(json.dumps({"model": args.model, "n": n, "variant": variant,
                                             "overrides": VARIANTS[variant], **row},
                                             default=str) + "\n")
-            summaries.append((n, variant, summarize(rows)))
+            summaries.append((n, variant, summarize(rows, FIGURES)))
     print("\nsummary over seeds: mean ± sd (worst run)")
     for n, variant, summary in summaries:
-        cells = [f"{FIGURES[f][0]} {_fmt(f, s['mean'])} ± {_fmt(f, s['sd']).lstrip('+')} ({_fmt(f, s['worst'])})"
-                 for f, s in summary.items()]
-        print(f"{n:>5} {variant:<18} " + " · ".join(cells), flush=True)
+        print(f"{n:>5} {variant:<18} " + summary_cells(summary, FIGURES), flush=True)
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps({"n": n, "variant": variant, "summary": summary}) + "\n")
