@@ -307,3 +307,13 @@ def test_key_dtype_is_recorded_only_when_keys_are_written_in_bf16(tiny, monkeypa
     assert forced.params["key_dtype"] == "bfloat16" and forced.set_id != auto.set_id
     # keys not written by the model have no key-writing dtype
     assert "key_dtype" not in generate(tiny, strategy="random-word", num_fingerprints=4, key_length=4, seed=0).params
+
+
+def test_native_bf16_follows_the_cpu_flags(monkeypatch):
+    from modelprint.models import native_bf16
+
+    for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert native_bf16("cpu") is expected
+    assert native_bf16("meta") is False
