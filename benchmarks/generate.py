@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--serial-n", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", default="keys,responses,end-to-end", help="which timings to run (comma-separated)")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = ap.parse_args()
@@ -67,15 +68,23 @@ def main() -> None:
 
     sets = []
     rows = [("keys", write_keys), ("responses", choose),
-            ("end to end", lambda: sets.append(generate(lm, num_fingerprints=n, seed=0, batch_size=bs)))]
+            ("end-to-end", lambda: sets.append(generate(lm, num_fingerprints=n, seed=0, batch_size=bs)))]
+    wanted = {w.strip() for w in args.rows.split(",")}
+    if "responses" in wanted and "keys" not in wanted:
+        write_keys()
     medians = {}
-    for name, fn in rows:
+    for name, fn in [row for row in rows if row[0] in wanted]:
         times, tokens = peak.measure(fn, lm.model, device, r, warmup=0)
         medians[name] = peak.rates(n, times).median
         print(f"{name:10s}: {peak.rates(n, times).fmt()} fp/s over {n}, median {peak.Stat(times).median:.1f} s; "
               f"{peak.flops_line(params, tokens, times, found)}")
+    if not sets:
+        return
     print(f"set id    : {sets[-1].set_id[:27]} (same for every repeat: {len({s.set_id for s in sets}) == 1})")
-    batched = medians["end to end"]
+    batched = medians["end-to-end"]
+    if args.serial_n <= 0:
+        print(f"with load : {n / (load_s + n / batched):.2f} fp/s for {n} including the {load_s:.1f} s model load")
+        return
 
     def serial() -> None:
         for i in range(args.serial_n):

@@ -68,6 +68,9 @@ def model_written_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, b
                        topic_list: Optional[Sequence[str]] = None) -> list[str]:
     """Natural-looking keys written by the model itself: seeded topics and instructions, sampled, de-duplicated.
 
+    Each batch's instructions share their chat-template prefix; it runs once and its KV cache serves every row
+    (``continue_sampled(share_prefix=True)``), with the same sampled text as running every prompt whole.
+
     ``topic_list`` restricts the topics (a scheme's semantic domain); by default the shipped topics.
     """
     keys: list[str] = []
