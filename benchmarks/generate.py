@@ -74,9 +74,10 @@ def main() -> None:
         write_keys()
     medians = {}
     for name, fn in [row for row in rows if row[0] in wanted]:
-        times, tokens = peak.measure(fn, lm.model, device, r, warmup=0)
+        times, tokens, cpu = peak.measure(fn, lm.model, device, r, warmup=0)
         medians[name] = peak.rates(n, times).median
-        print(f"{name:10s}: {peak.rates(n, times).fmt()} fp/s over {n}, median {peak.Stat(times).median:.1f} s; "
+        print(f"{name:10s}: {peak.rates(n, times).fmt()} fp/s over {n}, median {peak.Stat(times).median:.1f} s "
+              f"wall, {peak.Stat(cpu).median:.1f} s CPU; "
               f"{peak.flops_line(params, tokens, times, found)}")
     if not sets:
         return
@@ -90,9 +91,10 @@ def main() -> None:
         for i in range(args.serial_n):
             generate(lm, num_fingerprints=1, seed=1000 + i, batch_size=1)
 
-    times, tokens = peak.measure(serial, lm.model, device, r, warmup=0)
+    times, tokens, cpu = peak.measure(serial, lm.model, device, r, warmup=0)
     one = peak.rates(args.serial_n, times)
-    print(f"one-by-one: {one.fmt()} fp/s over {args.serial_n}; {peak.flops_line(params, tokens, times, found)}")
+    print(f"one-by-one: {one.fmt()} fp/s over {args.serial_n}, {peak.Stat(cpu).median:.1f} s CPU/run; "
+          f"{peak.flops_line(params, tokens, times, found)}")
     print(f"speed-up  : {batched / one.median:.1f}x batched over one-at-a-time (same process, both warm)")
     print(f"with load : {n / (load_s + n / batched):.2f} fp/s for {n} including the {load_s:.1f} s model load")
 

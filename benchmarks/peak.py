@@ -111,21 +111,26 @@ class TokenCounter:
 
 
 def measure(fn: Callable[[], object], model: torch.nn.Module, device: torch.device, repeats: int,
-            warmup: int = 1) -> tuple[list[float], int]:
-    """Times of ``repeats`` warm calls and the tokens one call feeds through the model (the last call's)."""
+            warmup: int = 1) -> tuple[list[float], int, list[float]]:
+    """Wall times of ``repeats`` warm calls, the tokens one call feeds through the model, and CPU times.
+
+    CPU seconds (this process, all threads) are printed next to wall seconds: on a machine shared with other
+    jobs the wall time says as much about the neighbours as about the code, the CPU time much less.
+    """
     counter = TokenCounter(model)
     try:
         for _ in range(warmup):
             fn()
         synchronize(device)
-        times = []
+        times, cpu = [], []
         for _ in range(repeats):
             counter.tokens = 0
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             synchronize(device)
             times.append(time.perf_counter() - t)
-        return times, counter.tokens
+            cpu.append(time.process_time() - c)
+        return times, counter.tokens, cpu
     finally:
         counter.close()
 
