@@ -77,14 +77,16 @@ def main() -> None:
         if mode == "auto":
             default_rate = stat.median
         label = f"{mode}→{records[-1].match_mode}" if mode == "auto" else mode
-        print(f"{label:16s}: {stat.fmt(digits=1)} keys/s over {args.n}, {peak.Stat(cpu).median:.1f} s CPU/run; "
+        print(f"{label:16s}: {stat.fmt(digits=1)} keys/s over {args.n}, "
+              f"{peak.Stat(cpu).median:.1f} s CPU/run; "
               f"{peak.flops_line(params, tokens, times, found)}")
 
     small = fs.subset(range(min(args.serial_n, args.n)))
     times, tokens, cpu = peak.measure(lambda: verify(lm, small, sequential=False, batch_size=1), lm.model, device,
                                  args.repeats, warmup=1)
     one = peak.rates(len(small), times)
-    print(f"one-by-one (auto): {one.fmt(digits=1)} keys/s over {len(small)}, {peak.Stat(cpu).median:.1f} s CPU/run; "
+    print(f"one-by-one (auto): {one.fmt(digits=1)} keys/s over {len(small)}, "
+          f"{peak.Stat(cpu).median:.1f} s CPU/run; "
           f"{peak.flops_line(params, tokens, times, found)}")
     if default_rate is not None:
         print(f"speed-up  : {default_rate / one.median:.1f}x batched over one-at-a-time (same process, both warm)")
