@@ -265,3 +265,55 @@ def test_real_model_perinucleus(real_model, tmp_path):
     for fp in fs:
         _check_against_independent_rule(real_model, fp)
         assert len(fp.key.split()) >= 3
+
+
+@pytest.mark.parametrize("which", ["tiny", "lively", "plain"])
+def test_key_writing_shares_its_prefix_without_changing_a_token(tiny, which, monkeypatch):
+    """Model-written keys run the instructions' common prefix once (KV cache repeated per row); the sampled
+    text must equal the plain left-padded run token for token, for prompts of different lengths."""
+    import modelprint.decoding as decoding
+    from conftest import lively_tiny
+    from modelprint.generate.keys import _instruction_ids
+    from modelprint.testing import tiny_model
+
+    lm = {"tiny": tiny, "lively": lively_tiny(1), "plain": tiny_model(seed=2, chat=False)}[which]
+    prompts = [_instruction_ids(lm, 5, i) for i in range(24)]
+    shared = decoding.common_prefix_length(prompts)
+    assert len({len(p) for p in prompts}) > 1  # pads really sit between prefix and suffix
+    calls = []
+    real_prefill = decoding.prefill
+    monkeypatch.setattr(decoding, "prefill", lambda *a, **kw: calls.append(len(a[1])) or real_prefill(*a, **kw))
+    for seed in (0, 1, 2):
+        plain = decoding.continue_sampled(lm, prompts, 12, seed=seed, stream=(1,))
+        assert not calls
+        cached = decoding.continue_sampled(lm, prompts, 12, seed=seed, stream=(1,), share_prefix=True)
+        assert calls == ([shared] if shared else []) and cached == plain
+        calls.clear()
+    if which == "tiny":
+        assert shared > 5  # the chat template's system turn
+
+
+def test_key_dtype_is_recorded_only_when_keys_are_written_in_bf16(tiny, monkeypatch):
+    import modelprint.generate as gen
+
+    options = dict(strategy="perinucleus", num_fingerprints=4, key_length=10, seed=0, batch_size=8)
+    monkeypatch.setattr(gen, "native_bf16", lambda device=None: False)
+    auto = generate(tiny, **options)
+    assert "key_dtype" not in auto.params
+    assert generate(tiny, key_dtype="float32", **options).set_id == auto.set_id
+    monkeypatch.setattr(gen, "native_bf16", lambda device=None: True)  # 'auto' follows the hardware
+    assert generate(tiny, **options).params["key_dtype"] == "bfloat16"
+    forced = generate(tiny, key_dtype="bfloat16", **{**options, "seed": 0})
+    assert forced.params["key_dtype"] == "bfloat16" and forced.set_id != auto.set_id
+    # keys not written by the model have no key-writing dtype
+    assert "key_dtype" not in generate(tiny, strategy="random-word", num_fingerprints=4, key_length=4, seed=0).params
+
+
+def test_native_bf16_follows_the_cpu_flags(monkeypatch):
+    from modelprint.models import native_bf16
+
+    for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert native_bf16("cpu") is expected
+    assert native_bf16("meta") is False

@@ -91,17 +91,22 @@ def continue_greedy(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_t
 
 @torch.inference_mode()
 def continue_sampled(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, seed: int,
-                     temperature: float = 1.0, top_p: float = 0.95, stream: Sequence[int] = ()) -> list[list[int]]:
+                     temperature: float = 1.0, top_p: float = 0.95, stream: Sequence[int] = (),
+                     share_prefix: bool = False) -> list[list[int]]:
     """Seeded sampling (same seed, stream and batch → same text); used for model-written keys.
 
     ``seed`` is the set's secret (any width); torch is seeded with 64 bits derived from all of it and ``stream``.
+    ``share_prefix``: run the prompts' common prefix once and reuse its KV cache for every row (see
+    :func:`_generate`); the sampled text is the same as without it (tested), only the prompt pass is cheaper.
     """
     torch.manual_seed(torch_seed(seed, *stream))
-    return _generate(lm, prompts, max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p)
+    return _generate(lm, prompts, max_new_tokens, share_prefix=share_prefix, do_sample=True,
+                     temperature=temperature, top_p=top_p)
 
 
 def _generate(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
-              stop_ids: Optional[Collection[int]] = None, model_defaults: bool = True, **kwargs) -> list[list[int]]:
+              stop_ids: Optional[Collection[int]] = None, model_defaults: bool = True, share_prefix: bool = False,
+              **kwargs) -> list[list[int]]:
     tok = lm.tokenizer
     stop = {tok.eos_token_id} if stop_ids is None else set(stop_ids)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else min(stop, default=0)
@@ -111,7 +116,18 @@ def _generate(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens:
         from transformers import GenerationConfig
 
         options = {"generation_config": GenerationConfig(num_beams=1, **options)}
-    ids, mask = pad_left(prompts, pad_id)
+    shared = common_prefix_length(prompts) if share_prefix and len(prompts) > 1 else 0
+    if shared:
+        # [shared prefix | pads | own suffix]: the prefix is computed once (its cache repeated per row); the
+        # pads sit between prefix and suffix, masked, and positions come from the mask (cumsum), so every real
+        # token keeps the position it has when the whole prompt is left-padded.
+        ids, mask = pad_left([p[shared:] for p in prompts], pad_id)
+        rows = len(prompts)
+        ids = torch.cat([torch.tensor([list(prompts[0][:shared])] * rows, dtype=ids.dtype), ids], dim=1)
+        mask = torch.cat([torch.ones((rows, shared), dtype=mask.dtype), mask], dim=1)
+        options.update(with_cache(prefill(lm.model, list(prompts[0][:shared]), rows, lm.device)[0]))
+    else:
+        ids, mask = pad_left(prompts, pad_id)
     out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **options)
     result = []
     for row in out[:, ids.shape[1]:].cpu().tolist():

@@ -44,6 +44,22 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def native_bf16(device: Union[str, torch.device, None] = None) -> bool:
+    """Whether ``device`` (default: :func:`default_device`) multiplies bf16 matrices in hardware.
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: AVX512-BF16 or AMX tiles; on any other CPU (AVX2 only)
+    torch emulates bf16 and it is slower than fp32, so every bf16 fast path (embed's autocast, key writing)
+    is switched on only where this says True. The one place that decides it.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 # --------------------------------------------------------------------------- embedded models
 @dataclasses.dataclass(frozen=True)
 class EmbeddedModel:

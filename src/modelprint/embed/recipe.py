@@ -35,7 +35,7 @@ from modelprint.embed.margin import MarginData, build_margin_data, candidate_ret
 from modelprint.embed.expansion import expand_mlp, trained_block_indices, transformer_blocks
 from modelprint.fingerprints import FingerprintSet
 from modelprint.decoding import batches
-from modelprint.models import LoadedModel
+from modelprint.models import LoadedModel, native_bf16
 from modelprint.verify import retention
 
 log = logging.getLogger(__name__)
@@ -93,11 +93,7 @@ def resolve_mixed_precision(setting: str) -> str:
     """
     if setting != "auto":
         return setting
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    cpu_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
-        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "bf16" if cpu_bf16 else "no"
+    return "bf16" if native_bf16() else "no"
 
 
 def select_trainable(model: torch.nn.Module, cfg: EmbedConfig) -> list[str]:

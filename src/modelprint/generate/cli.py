@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default 64)."),
         keys_file: Optional[str] = typer.Option(None, "--keys-file", help="Keys for 'custom' (text or JSONL)."),
         system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="Present keys under this system prompt."),
+        key_dtype: Optional[str] = typer.Option(None, "--key-dtype", help="auto (default: bfloat16 where the "
+                                                "hardware has it, else float32), float32 or bfloat16: the dtype "
+                                                "model-written keys are written in (recorded in the header)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file with these options."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
         show: bool = typer.Option(False, "--show", help="Print the keys and responses (secrets!)."),
@@ -41,7 +44,7 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(GenerateConfig, config, overrides or (), strategy=strategy, num_fingerprints=num_fingerprints,
                           key_length=key_length, response_length=response_length, nucleus_threshold=nucleus_threshold,
                           nucleus_k=nucleus_k, seed=seed, batch_size=batch_size, keys_file=keys_file,
-                          system_prompt=system_prompt)
+                          system_prompt=system_prompt, key_dtype=key_dtype)
         fs = generate(model, out, overwrite=overwrite, config=cfg)
         console.print(f"wrote [bold]{len(fs)}[/] '{fs.strategy}' fingerprints to {out} "
                       f"(set {fs.set_id[:19]}…, model {fs.model_hash[:19]}…); file mode 0600")

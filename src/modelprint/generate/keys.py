@@ -68,6 +68,9 @@ def model_written_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, b
                        topic_list: Optional[Sequence[str]] = None) -> list[str]:
     """Natural-looking keys written by the model itself: seeded topics and instructions, sampled, de-duplicated.
 
+    Each batch's instructions share their chat-template prefix; it runs once and its KV cache serves every row
+    (``continue_sampled(share_prefix=True)``), with the same sampled text as running every prompt whole.
+
     ``topic_list`` restricts the topics (a scheme's semantic domain); by default the shipped topics.
     """
     keys: list[str] = []
@@ -82,7 +85,8 @@ def model_written_keys(lm: LoadedModel, n: int, *, key_length: int, seed: int, b
             count = want + want // 4
             prompts = [_instruction_ids(lm, seed, attempt + i, topic_list) for i in range(count)]
             for start, chunk in batches(prompts, batch_size):
-                outs = continue_sampled(lm, chunk, key_length + 4, seed=seed, stream=(0x4B57, round_, start))
+                outs = continue_sampled(lm, chunk, key_length + 4, seed=seed, stream=(0x4B57, round_, start),
+                                        share_prefix=True)
                 for ids in outs:
                     key = clean_key(lm.tokenizer, lm.tokenizer.decode(ids, skip_special_tokens=True), key_length)
                     norm = " ".join(key.lower().split()) if key else ""
