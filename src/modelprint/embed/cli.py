@@ -55,8 +55,7 @@ def register(app: typer.Typer) -> None:
             row("retention (greedy, as verify asks)", f"{result.retention:.1%}", "retention")
             row("epochs", str(result.epochs))
         row("time", f"{result.seconds:.0f} s", "seconds")
-        if result.averaged is not None:
-            row("averaged toward the base (λ)", f"{result.averaged:.2f}", "averaged")
+        row("averaged toward the base (λ)", f"{result.averaged:.2f}", "averaged")
         if result.utility:
             b, f = result.utility["base"], result.utility["fingerprinted"]
             row("perplexity base → fingerprinted", f"{b['perplexity']:.2f} → {f['perplexity']:.2f} "
