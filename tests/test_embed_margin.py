@@ -153,3 +153,39 @@ def test_stopping_rule_needs_every_lead_and_the_band_share():
     assert satisfied(lead, torch.tensor([0.2, 0.3, 0.05, 0.4]), s)        # 3 of 4 in the band: enough
     assert not satisfied(lead, torch.tensor([0.2, 0.6, 0.05, 0.4]), s)    # 2 of 4 (one above the cap)
     assert not satisfied(torch.tensor([2.5, 1.9, 2.1, 4.0]), torch.tensor([0.2, 0.3, 0.2, 0.4]), s)  # one lead short
+
+
+def test_anchor_positions_align_teacher_with_the_logits_that_predict_it(tiny):
+    """The prompt KL's inputs: prompt + all but the last anchored answer token; the teacher row for answer token
+    j sits where the logits predicting it come out (right-aligned), a short answer's leading slots masked; and
+    the KL is zero for the base model itself and grows when a position is pushed off."""
+    import torch
+
+    from modelprint.embed.data import Example
+    from modelprint.embed.margin import anchor_positions, last_logits, prompt_kl
+
+    pad = tiny.tokenizer.pad_token_id
+    vocab = tiny.model.config.vocab_size
+    rows = [([5, 9, 11, 3], [7, 8, 9, 10]), ([4, 6], [12])]
+    pool = []
+    with torch.no_grad():
+        for prompt, answer in rows:
+            logits = tiny.model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1:-1].float()
+            logp = torch.log_softmax(logits, -1)
+            pool.append(Example(prompt, answer, benign=True, teacher_ids=torch.arange(vocab).repeat(len(answer), 1),
+                                teacher_logp=logp))
+    prompts, ids, logp, mask = anchor_positions(pool, 3)
+    assert prompts == [[5, 9, 11, 3, 7, 8], [4, 6]]
+    assert ids.shape[:2] == (2, 3) and mask.tolist() == [[True, True, True], [False, False, True]]
+    assert torch.equal(logp[0], pool[0].teacher_logp[:3]) and torch.equal(logp[1, 2], pool[1].teacher_logp[0])
+    with torch.no_grad():
+        student = last_logits(tiny.model, prompts, pad, torch.device("cpu"), count=3)
+        assert student.shape == (2, 3, vocab)
+        aligned = float(prompt_kl(student, ids, logp, mask))
+        misaligned = float(prompt_kl(student, ids, logp.roll(1, dims=1), mask))
+        assert aligned < 1e-5 and misaligned > 100 * max(aligned, 1e-7)
+        pushed = student.clone()
+        pushed[0, 1, 3] += 5.0  # one anchored position drifts: the KL sees it
+        assert float(prompt_kl(pushed, ids, logp, mask)) > 0.01
+    first, *_ = anchor_positions(pool, 1)
+    assert first == [[5, 9, 11, 3], [4, 6]]  # one position: the prompt alone, as before

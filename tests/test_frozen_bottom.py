@@ -60,3 +60,13 @@ def test_layouts_it_cannot_serve_fall_back(tiny):
     assert FrozenBottom.build(model, [PROMPTS], pad, torch.device("cpu"), contextlib.nullcontext) is None
     frozen = _trainable_top(tiny, 0)  # nothing to train: no top
     assert FrozenBottom.build(frozen, [PROMPTS], pad, torch.device("cpu"), contextlib.nullcontext) is None
+
+
+def test_last_positions_equal_the_whole_model(tiny):
+    """An anchor's answer positions (the last few) through the top only equal the whole model's logits there."""
+    pad = tiny.tokenizer.pad_token_id
+    model = _trainable_top(tiny, 2)
+    bottom = FrozenBottom.build(model, [PROMPTS], pad, torch.device("cpu"), contextlib.nullcontext)
+    whole = model(**padded_inputs(PROMPTS, pad)).logits.float()
+    assert torch.allclose(bottom.last_logits(0, 3), whole[:, -3:], atol=1e-4)
+    assert torch.allclose(bottom.logits(0), whole[:, -1], atol=1e-4)

@@ -75,6 +75,10 @@ class MarginSettings(StrictConfig):
     prompt_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned, top-k) at ordinary prompts' "
                                                       "first answer token (the benign pool)")
     prompts: int = Field(64, ge=0, description="ordinary prompts from the benign pool for the prompt KL term")
+    prompt_positions: int = Field(1, ge=1, description="answer tokens of each ordinary prompt the prompt KL holds "
+                                                       "to the base (1: the first; at most benign.answer_tokens): "
+                                                       "a later token the top blocks drift on changes the answer "
+                                                       "as surely as the first")
     learning_rate: float = Field(2e-4, gt=0.0)
     max_steps: int = Field(60, ge=1, description="full-batch steps at most; training stops earlier once every "
                                                  "pick leads its siblings by the margin")

@@ -4,7 +4,7 @@ The margin objective trains the last ``train_layers`` blocks on one fixed set of
 ordinary prompts), full-batch, for tens of steps. Every step used to recompute the frozen bottom — 26 of
 SmolLM2's 30 blocks — on the same inputs, to the same result. Here each trainable block's inputs are captured
 once (what enters the first one, and every block's masks and rotary tables), and a step runs only the top:
-its blocks, the final norm and the head at the last position.
+its blocks, the final norm and the head at the last position (or the last few, for an anchor's answer).
 
 The fast path checks itself when built: on the first chunk its logits must equal the whole model's. A layout
 it does not know (no ``model.layers`` / ``model.norm``, trainable parameters below the top, LoRA wrappers)
@@ -114,12 +114,17 @@ class FrozenBottom:
 
     def logits(self, index: int) -> torch.Tensor:
         """Next-token logits after each prompt of chunk ``index`` ([n, vocab], float32), through the top only."""
+        return self.last_logits(index, 1)[:, -1]
+
+    def last_logits(self, index: int, count: int) -> torch.Tensor:
+        """Logits at the last ``count`` positions of chunk ``index`` ([n, count, vocab], float32): the head runs
+        there only (an anchor's answer positions, when its answer is part of the captured input)."""
         c = self.captured[index]
         hidden = c.hidden
         for block, kwargs in zip(self.top, c.block_kwargs):
             out = block(hidden, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
-        logits = self.model.lm_head(self.model.model.norm(hidden[:, -1:]))[:, -1].float()
+        logits = self.model.lm_head(self.model.model.norm(hidden[:, -count:])).float()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 

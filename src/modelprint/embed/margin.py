@@ -11,7 +11,8 @@ suppression removes. This objective trains the question itself, on the keys' nex
   probability a confidence gate would flag, and above one an endpoint's top-20 log-probabilities list and a
   sampling host draws (a pick led by a margin but at probability 0.006 sat at rank ~23: invisible to both);
 * KL(base ‖ tuned) over the whole vocabulary at each key's next token, and over the base model's top-k at
-  ordinary prompts' first answer token (the benign pool), so nothing else moves.
+  ordinary prompts' first ``prompt_positions`` answer tokens (the benign pool, fed with the base model's own
+  answer), so nothing else moves.
 
 Steps are full-batch (keys and prompts in chunks of ``batch_size``), and stop once every pick leads by the
 margin, with ``band_share`` of them inside the band. Retention (for ``averaging: auto``) is candidate-rank retention with the pick's
@@ -52,9 +53,15 @@ class MarginData:
     siblings: torch.Tensor       # [n, s] long: the other candidates, padded with the pick
     sibling_mask: torch.Tensor   # [n, s] bool: which sibling slots are real
     base_key_logp: torch.Tensor  # [n, vocab] float: the base model's next-token log-probabilities
-    prompts: list[list[int]]     # ordinary prompts (benign pool)
-    teacher_ids: torch.Tensor    # [m, top_k] long: base model's top-k first answer tokens
-    teacher_logp: torch.Tensor   # [m, top_k] float: their renormalised log-probabilities
+    prompts: list[list[int]]     # ordinary prompts (benign pool), each followed by all but the last anchored
+                                 # answer token, so the last ``positions`` logits predict the anchored tokens
+    teacher_ids: torch.Tensor    # [m, positions, top_k] long: base model's top-k answer tokens
+    teacher_logp: torch.Tensor   # [m, positions, top_k] float: their renormalised log-probabilities
+    teacher_mask: torch.Tensor   # [m, positions] bool: real positions (a short answer's first ones are not)
+
+    @property
+    def positions(self) -> int:
+        return int(self.teacher_ids.shape[1])
 
     def __repr__(self) -> str:  # holds secrets (keys, picks)
         return f"MarginData(keys={len(self.key_prompts)}, prompts={len(self.prompts)})"
@@ -90,17 +97,37 @@ def build_margin_data(base: LoadedModel, fingerprints: FingerprintSet, benign: S
     pool = [e for e in benign if e.teacher_ids is not None and len(e.target_ids) > 0]
     chosen = np.random.default_rng([seed, 0x3A26]).permutation(len(pool))[:settings.prompts] if pool else []
     pool = [pool[int(i)] for i in chosen]
+    prompts, t_ids, t_logp, t_mask = anchor_positions(pool, settings.prompt_positions)
+    return MarginData(keys, picks, sib, mask, base_logp, prompts, t_ids, t_logp, t_mask)
+
+
+def anchor_positions(pool: Sequence[Example], positions: int
+                     ) -> tuple[list[list[int]], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each anchor's prompt plus its first ``a − 1`` answer tokens (a = min(positions, answer length)), and the
+    teacher's distributions for those ``a`` tokens, right-aligned: the input's last ``positions`` logits predict
+    them (a shorter answer's leading slots are masked)."""
     top_k = pool[0].teacher_ids.shape[1] if pool else 1
-    t_ids = torch.stack([e.teacher_ids[0] for e in pool]) if pool else torch.zeros((0, top_k), dtype=torch.long)
-    t_logp = torch.stack([e.teacher_logp[0] for e in pool]) if pool else torch.zeros((0, top_k))
-    return MarginData(keys, picks, sib, mask, base_logp, [e.prompt_ids for e in pool], t_ids, t_logp)
+    width = max(1, min(positions, max((len(e.target_ids) for e in pool), default=1)))
+    ids = torch.zeros((len(pool), width, top_k), dtype=torch.long)
+    logp = torch.zeros((len(pool), width, top_k))
+    mask = torch.zeros((len(pool), width), dtype=torch.bool)
+    prompts = []
+    for row, e in enumerate(pool):
+        a = min(width, len(e.target_ids))
+        prompts.append(list(e.prompt_ids) + list(e.target_ids[:a - 1]))
+        ids[row, width - a:] = e.teacher_ids[:a]
+        logp[row, width - a:] = e.teacher_logp[:a]
+        mask[row, width - a:] = True
+    return prompts, ids, logp, mask
 
 
 def last_logits(model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int,
-                device: torch.device) -> torch.Tensor:
-    """Next-token logits after each prompt (left-padded; the head runs on the last position only)."""
+                device: torch.device, count: int = 0) -> torch.Tensor:
+    """Next-token logits after each prompt (left-padded; the head runs on the last position only): [n, vocab];
+    with ``count`` ≥ 1, the logits at the last ``count`` positions: [n, count, vocab]."""
     inputs = {k: v.to(device) for k, v in padded_inputs(prompts, pad_id).items()}
-    return model(**inputs, logits_to_keep=1).logits[:, -1].float()
+    logits = model(**inputs, logits_to_keep=max(count, 1)).logits.float()
+    return logits[:, -count:] if count else logits[:, -1]
 
 
 @dataclasses.dataclass
@@ -127,10 +154,13 @@ def key_terms(logits: torch.Tensor, picks: torch.Tensor, siblings: torch.Tensor,
     return KeyTerms(loss, gap.min(-1).values.detach(), lp_pick.detach().exp())
 
 
-def prompt_kl(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logp: torch.Tensor) -> torch.Tensor:
-    """KL(base top-k ‖ tuned) at ordinary prompts' first answer token, mean over prompts."""
-    student = torch.log_softmax(logits, dim=-1).gather(1, teacher_ids)
-    return (teacher_logp.exp() * (teacher_logp - student)).sum(-1).mean()
+def prompt_kl(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logp: torch.Tensor,
+              mask: torch.Tensor) -> torch.Tensor:
+    """KL(base top-k ‖ tuned) at ordinary prompts' anchored answer positions ([m, positions, ·]), mean over the
+    real positions."""
+    student = torch.log_softmax(logits, dim=-1).gather(-1, teacher_ids)
+    kl = (teacher_logp.exp() * (teacher_logp - student)).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp_min(1)
 
 
 def satisfied(lead: torch.Tensor, pick_prob: torch.Tensor, s: MarginSettings) -> bool:

@@ -291,11 +291,11 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
     bottom = FrozenBottom.build(accelerator.unwrap_model(model), [c for _, c in key_chunks + prompt_chunks],
                                 pad_id, device, accelerator.autocast)
 
-    def chunk_logits(index: int, chunk: Sequence[Sequence[int]]) -> torch.Tensor:
+    def chunk_logits(index: int, chunk: Sequence[Sequence[int]], count: int = 0) -> torch.Tensor:
         if bottom is not None:
             with accelerator.autocast():
-                return bottom.logits(index)
-        return last_logits(model, chunk, pad_id, device)
+                return bottom.last_logits(index, count) if count else bottom.logits(index)
+        return last_logits(model, chunk, pad_id, device, count)
 
     bar = tqdm(total=s.max_steps, desc="embedding (margin)", unit="step",
                disable=not accelerator.is_local_main_process)
@@ -314,8 +314,8 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
             probs.append(terms.pick_prob.cpu())
         for index, (start, chunk) in enumerate(prompt_chunks, start=len(key_chunks)):
             rows = slice(start, start + len(chunk))
-            kl = prompt_kl(chunk_logits(index, chunk), data.teacher_ids[rows].to(device),
-                           data.teacher_logp[rows].to(device))
+            kl = prompt_kl(chunk_logits(index, chunk, data.positions), data.teacher_ids[rows].to(device),
+                           data.teacher_logp[rows].to(device), data.teacher_mask[rows].to(device))
             loss = s.prompt_kl * kl * len(chunk) / n_prompts
             accelerator.backward(loss)
             total += float(loss.detach())
