@@ -48,9 +48,14 @@ def next_token_probs(lm: LoadedModel, prompts: Sequence[Sequence[int]]) -> torch
         ids[row, :len(suffix)] = torch.tensor(suffix)
         mask[row, shared:shared + len(suffix)] = 1
     cache = prefill(lm.model, list(prompts[0][:shared]), len(prompts), lm.device)[0] if shared else None
-    logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **with_cache(cache)).logits
-    last = torch.tensor([len(s) - 1 for s in suffixes], device=logits.device)
-    picked = logits[torch.arange(len(prompts), device=logits.device), last]
+    last = torch.tensor([len(s) - 1 for s in suffixes], device=lm.device)
+    # the head (a vocabulary-wide matmul per position) runs at each row's last real position only
+    logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), logits_to_keep=last[:, None],
+                      **with_cache(cache)).logits
+    if logits.shape[1] == 1:
+        picked = logits[:, 0]
+    else:  # a model class that ignores logits_to_keep returns every position
+        picked = logits[torch.arange(len(prompts), device=logits.device), last]
     return torch.softmax(picked.float(), dim=-1).cpu()
 
 
