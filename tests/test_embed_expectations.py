@@ -110,3 +110,14 @@ def test_benchmark_resumes_only_runs_of_the_same_model_variant_and_definition(tm
     assert sorted(bench.finished_runs(str(rows), "m", None)) == [(64, "default", 0), (64, "default", 1)]
     assert bench.finished_runs(str(rows), "m", "quick") == {}  # rows without task utility do not resume a --tasks run
     assert bench.finished_runs(str(tmp_path / "none.jsonl"), "m", None) == {}
+
+
+def test_recipe_key_ignores_the_unused_objective_settings():
+    """A greedy run's expectation survives a change to margin.* (settings it never reads); a margin run's does not."""
+    from modelprint.config import load_config
+
+    greedy = ex.recipe_key(load_config(EmbedConfig, None, []))
+    assert greedy == ex.recipe_key(load_config(EmbedConfig, None, ["margin.prompt_positions=8"]))
+    assert "margin" not in greedy
+    margin = ex.recipe_key(load_config(EmbedConfig, None, ["objective=margin"]))
+    assert margin != ex.recipe_key(load_config(EmbedConfig, None, ["objective=margin", "margin.prompt_positions=8"]))

@@ -42,7 +42,10 @@ class Expectation(BaseModel):
 
 
 def recipe_key(config: EmbedConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json", exclude=IGNORED_FIELDS)
+    """The recipe fields that change the result: not the seed, and not the settings of the objective it does not
+    use (a greedy run's expectation survives a change to ``margin.*``)."""
+    unused = {"margin"} if config.objective != "margin" else set()
+    return config.model_dump(mode="json", exclude=IGNORED_FIELDS | unused)
 
 
 def load_expectations(path: Optional[Union[str, Path]] = None) -> list[Expectation]:
