@@ -158,3 +158,21 @@ def test_verify_records_precision_and_equals_fp32(tiny, lively, strategy, match)
     assert (b.verdict, b.matched, b.log10_p_value) == (f.verdict, f.matched, f.log10_p_value)
     assert f.access["precision"] == "float32" and "fp32_rechecks" not in f.access
     assert b.access["precision"] == "bfloat16" and 0 <= b.access["fp32_rechecks"] <= 12
+
+
+@pytest.mark.slow
+def test_real_model_bf16_with_recheck_decides_as_fp32(real_model):
+    """64 fresh Perinucleus keys on SmolLM2-135M: candidate ranking (each candidate as the pick) and the greedy
+    first token, bf16 with re-check against fp32 (the bound is the measured one, not tuned here)."""
+    from modelprint.generate import generate
+
+    fs = generate(real_model, strategy="perinucleus", num_fingerprints=64, seed=0)
+    keys = [fp.key for fp in fs]
+    cands = [fp.meta["candidates"] for fp in fs]
+    fp32 = first_token_probs(real_model, keys, cands)
+    rechecks = Rechecks()
+    bf16 = first_token_probs(real_model, keys, cands, precision="bfloat16", rechecks=rechecks)
+    assert _decisions(cands, bf16) == _decisions(cands, fp32) and rechecks.keys == 64
+    greedy = Rechecks()
+    assert answer_keys(real_model, keys, 1, precision="bfloat16", rechecks=greedy) == answer_keys(real_model, keys, 1)
+    print(f"re-checked in fp32: candidate {rechecks.rechecked}/64, greedy {greedy.rechecked}/64")
