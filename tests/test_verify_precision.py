@@ -162,17 +162,17 @@ def test_verify_records_precision_and_equals_fp32(tiny, lively, strategy, match)
 
 @pytest.mark.slow
 def test_real_model_bf16_with_recheck_decides_as_fp32(real_model):
-    """64 fresh Perinucleus keys on SmolLM2-135M: candidate ranking (each candidate as the pick) and the greedy
+    """32 fresh Perinucleus keys on SmolLM2-135M: candidate ranking (each candidate as the pick) and the greedy
     first token, bf16 with re-check against fp32 (the bound is the measured one, not tuned here)."""
     from modelprint.generate import generate
 
-    fs = generate(real_model, strategy="perinucleus", num_fingerprints=64, seed=0)
+    fs = generate(real_model, strategy="perinucleus", num_fingerprints=32, seed=0)  # bf16 is emulated on AVX2: slow
     keys = [fp.key for fp in fs]
     cands = [fp.meta["candidates"] for fp in fs]
     fp32 = first_token_probs(real_model, keys, cands)
     rechecks = Rechecks()
     bf16 = first_token_probs(real_model, keys, cands, precision="bfloat16", rechecks=rechecks)
-    assert _decisions(cands, bf16) == _decisions(cands, fp32) and rechecks.keys == 64
+    assert _decisions(cands, bf16) == _decisions(cands, fp32) and rechecks.keys == 32
     greedy = Rechecks()
     assert answer_keys(real_model, keys, 1, precision="bfloat16", rechecks=greedy) == answer_keys(real_model, keys, 1)
-    print(f"re-checked in fp32: candidate {rechecks.rechecked}/64, greedy {greedy.rechecked}/64")
+    print(f"re-checked in fp32: candidate {rechecks.rechecked}/32, greedy {greedy.rechecked}/32")
