@@ -218,3 +218,11 @@ def test_subprocess_entry_point_unexpected_error_and_bad_environment(files):
                          env={**env, "SOURCE_DATE_EPOCH": "abc"})
     lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
     assert bad.returncode == 2 and lines == [lines[0]] and "SOURCE_DATE_EPOCH" in lines[0], bad.stderr[-1500:]
+
+
+def test_precision_is_checked_before_the_model_is_asked(files, capsys):
+    code = run(_verify(files, "-f", str(files / "good.jsonl"), "--precision", "fp8"))
+    one_error_line(capsys, code, "unknown precision")
+    code = run(["verify", "--endpoint", "http://127.0.0.1:9/v1", "-f", str(files / "good.jsonl"),
+                "--precision", "bfloat16"])
+    one_error_line(capsys, code, "--precision")

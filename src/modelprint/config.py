@@ -110,6 +110,9 @@ class VerifyConfig(StrictConfig):
     # sampled answers per key for --match sample: with a margin-recipe pick at probability ~0.07 and k = 3,
     # 16 samples gave a per-key hit rate of 0.67 (a 64-key verdict at 1e-6 in ~75 % of runs), 32 gave 0.88 (~100 %)
     samples: int = Field(32, ge=1)
+    # local weights: forward passes in bf16 where the hardware multiplies it natively ("auto"), with an fp32
+    # re-check of every close decision so verdicts equal fp32's (verify/local.py); float32 | bfloat16 force one
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 VERIFY_DEFAULTS = VerifyConfig()

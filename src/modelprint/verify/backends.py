@@ -13,7 +13,7 @@ from modelprint.errors import ConfigError
 from modelprint.fingerprints import Fingerprint
 from modelprint.matching import ids_match, text_match
 from modelprint.models import LoadedModel
-from modelprint.verify.local import answer_keys, first_token_probs
+from modelprint.verify.local import Rechecks, answer_keys, first_token_probs, verify_precision
 
 
 @dataclasses.dataclass
@@ -53,23 +53,31 @@ def answer_matches(fp: Fingerprint, answer: Answer, mode: str = "exact", space: 
 
 
 class LocalBackend:
-    """Batched greedy decoding on a local model (CPU or GPU), keys rendered as at embedding time."""
+    """Batched greedy decoding on a local model (CPU or GPU), keys rendered as at embedding time.
+
+    ``precision``: ``auto`` (bf16 where the hardware multiplies it natively), ``float32`` or ``bfloat16``; in bf16
+    every close decision is re-checked in fp32 (:mod:`modelprint.verify.local`), so answers and candidate
+    rankings decide as fp32 does. ``rechecks`` counts the keys asked in bf16 and those re-run in fp32.
+    """
 
     name = "local"
     space = "ids"
 
-    def __init__(self, lm: LoadedModel, batch_size: int = 64) -> None:
+    def __init__(self, lm: LoadedModel, batch_size: int = 64, precision: str = "auto") -> None:
         self.lm = lm
         self.batch_size = batch_size
+        self.precision = verify_precision(precision, lm)
+        self.rechecks = Rechecks()
         self.description = f"local:{lm.source}"
 
     def answer(self, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str]) -> list[Answer]:
         longest = max(len(fp.response_ids) for fp in fingerprints)
-        ids = answer_keys(self.lm, [fp.key for fp in fingerprints], longest, system_prompt, self.batch_size)
+        ids = answer_keys(self.lm, [fp.key for fp in fingerprints], longest, system_prompt, self.batch_size,
+                          self.precision, self.rechecks)
         return [Answer(ids=a) for a in ids]
 
     def first_token_scores(self, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],
                            token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
         """Probabilities of the given first-answer tokens after each key (needs the weights: local only)."""
         return first_token_probs(self.lm, [fp.key for fp in fingerprints], token_ids, system_prompt,
-                                 self.batch_size)
+                                 self.batch_size, self.precision, self.rechecks)

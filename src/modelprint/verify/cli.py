@@ -30,13 +30,19 @@ MAX_REQUESTS_HELP = "Endpoint only: most completion requests to send in all (pro
 
 TOKENIZER_HELP = ("--api completions: the set's tokenizer (embedded name or HF directory) to render keys with its "
                   "chat template (default: the set's own model, when it loads here)")
+PRECISION_HELP = ("Local weights: auto (bfloat16 where the hardware multiplies it natively, else float32) | float32 | "
+                  "bfloat16; in bfloat16 every decision within the measured bf16 error of a tie is re-checked in "
+                  "float32, so verdicts equal float32's.")
 TIMEOUT_HELP = "Seconds per try of each request to the endpoint (a timed-out request is tried once more)."
 
 
 def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optional[str], served_model: Optional[str],
              api: str, batch_size: int, tokenizer: Optional[str] = None, timeout: float = 60.0,
-             samples: int = VERIFY_DEFAULTS.samples, max_requests: Optional[int] = None):
+             samples: int = VERIFY_DEFAULTS.samples, max_requests: Optional[int] = None,
+             precision: str = VERIFY_DEFAULTS.precision):
     _check_target(model, endpoint)
+    if precision != "auto" and endpoint is not None:
+        raise ConfigError("--precision sets how local weights are run (--model only)")
     if tokenizer is not None and (endpoint is None or api != "completions"):
         raise ConfigError("--tokenizer renders prompts for --endpoint … --api completions only")
     if max_requests is not None and endpoint is None:
@@ -58,8 +64,11 @@ def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optiona
                            samples=samples, max_requests=max_requests)
     from modelprint.models import load_model
     from modelprint.verify.backends import LocalBackend
+    from modelprint.verify.local import PRECISIONS
 
-    return LocalBackend(load_model(model), batch_size=batch_size)
+    if precision not in PRECISIONS:  # before the model loads
+        raise ConfigError(f"unknown precision '{precision}' (known: {', '.join(PRECISIONS)})")
+    return LocalBackend(load_model(model), batch_size=batch_size, precision=precision)
 
 
 def _check_target(model: Optional[str], endpoint: Optional[str]) -> None:
@@ -102,6 +111,7 @@ def register(app: typer.Typer) -> None:
         match: str = typer.Option(VERIFY_DEFAULTS.match, "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed", help="Seed of the random key order."),
         batch_size: int = typer.Option(VERIFY_DEFAULTS.batch_size, "--batch-size"),
+        precision: str = typer.Option(VERIFY_DEFAULTS.precision, "--precision", help=PRECISION_HELP),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Write the machine-readable record here."),
     ) -> None:
         """Ask a suspect model the secret keys and decide whether it carries the fingerprints.
@@ -118,7 +128,7 @@ def register(app: typer.Typer) -> None:
             check_output_file(json_out)
         sets = [load_set(source) for source in fingerprints]  # every set read and checked before any key is asked
         backend = _backend(model, endpoint, api_key_env, served_model, api, batch_size, tokenizer, timeout, samples,
-                           max_requests)
+                           max_requests, precision)
         records = verify_sets(backend, sets, max_queries=max_queries, alpha=alpha, match=match, seed=seed,
                               batch_size=batch_size)
         family = len(records) > 1
@@ -141,6 +151,11 @@ def register(app: typer.Typer) -> None:
         if records[0].null_probs:
             console.print(f"null bound per key {records[0].null_probs}; match mode {records[0].match_mode}",
                           highlight=False)
+        if "precision" in records[0].access:
+            rechecked = sum(r.access.get("fp32_rechecks", 0) for r in records)
+            console.print(f"precision {records[0].access['precision']}"
+                          + (f" ({rechecked} close keys re-checked in float32)"
+                             if "fp32_rechecks" in records[0].access else ""), highlight=False)
         spent = records[-1].access
         if "requests" in spent:
             console.print(f"access: {', '.join(dict.fromkeys(r.access['mode'] for r in records))}; "

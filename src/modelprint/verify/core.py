@@ -134,15 +134,20 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
            max_queries: Optional[int] = None, alpha: float = VERIFY_DEFAULTS.alpha,
            match: str = VERIFY_DEFAULTS.match, seed: int = 0, batch_size: int = VERIFY_DEFAULTS.batch_size,
            sequential: bool = True, system_prompt: Optional[str] = "__set__",
-           prefer: Optional[Sequence[int]] = None, check_tokenizer: bool = True) -> VerifyRecord:
-    """Decide whether ``target`` carries ``fingerprints``; p-value is the exact Poisson-binomial tail."""
+           prefer: Optional[Sequence[int]] = None, check_tokenizer: bool = True,
+           precision: str = VERIFY_DEFAULTS.precision) -> VerifyRecord:
+    """Decide whether ``target`` carries ``fingerprints``; p-value is the exact Poisson-binomial tail.
+
+    ``precision`` applies when ``target`` is loaded here (a backend keeps its own): see :class:`LocalBackend`.
+    """
     check_options(alpha, match, max_queries, batch_size)
     fs = as_fingerprint_set(fingerprints)
     check_distinct(fs.fingerprints, f"fingerprint set {fs.set_id[:19]}")  # a repeated key must not count twice
     if fs.legacy:
         log.warning("set %s is a version-1 file: its id covers keys and responses only, not the recorded bounds "
                     "(regenerated sets are version 2)", fs.set_id[:19])
-    backend = target if hasattr(target, "answer") else LocalBackend(load_model(target), batch_size=batch_size)
+    backend = (target if hasattr(target, "answer")
+               else LocalBackend(load_model(target), batch_size=batch_size, precision=precision))
     prepare = getattr(backend, "prepare", None)
     if prepare is not None:  # e.g. an endpoint's completions API needs the set's chat template
         prepare(fs)
@@ -154,6 +159,8 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
     planned = plan_keys(fs, max_queries, seed, prefer)
     usage = getattr(backend, "usage", None)
     spent_before = usage() if usage is not None else {}
+    rechecks = getattr(backend, "rechecks", None)
+    rechecked_before = rechecks.rechecked if rechecks is not None else 0
     match = resolve_match(match, backend, fs, len(planned))
     verifier_name = verifier_for(fs)
     request = VerifyRequest(backend, fs, planned, alpha, match, batch_size, sequential, sp,
@@ -166,6 +173,10 @@ def verify(target: Union[str, Path, LoadedModel, Backend], fingerprints: Union[s
         spent = usage()
         access.update(spent, requests=spent["requests"] - spent_before.get("requests", 0),
                       samples=spent["samples"] - spent_before.get("samples", 0))
+    if getattr(backend, "precision", None) is not None:  # local weights: the precision asked in, keys re-run in fp32
+        access["precision"] = backend.precision
+        if rechecks is not None and backend.precision != "float32":
+            access["fp32_rechecks"] = rechecks.rechecked - rechecked_before
     record = VerifyRecord(
         verdict=outcome.verdict, set_id=fs.set_id, target=backend.description, backend=backend.name,
         n_planned=len(planned), n_asked=len(outcome.asked), matches=len(outcome.matched),
