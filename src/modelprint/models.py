@@ -7,6 +7,7 @@ Hugging Face directory into the cache (atomically) and load that from then on.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -58,6 +59,14 @@ def native_bf16(device: Union[str, torch.device, None] = None) -> bool:
         return False
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
                 or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def precision_autocast(device: torch.device, precision: str):
+    """The context a forward pass runs in for ``precision``: bf16 autocast for ``bfloat16``, else nothing (the
+    model as loaded). Key writing and verification both use it, after deciding with :func:`native_bf16`."""
+    if precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- embedded models

@@ -1,12 +1,10 @@
 """generate: create a fingerprint set from a model with a named strategy."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-import torch
 from pydantic import Field
 
 from modelprint.config import StrictConfig, validate
@@ -15,7 +13,7 @@ from modelprint.generate.blueprint import STRATEGIES, Choice, Strategy, get_stra
 from modelprint.generate.keys import model_written_keys, read_keys_file
 from modelprint.seeds import resolve_seed
 from modelprint.io import check_output_file
-from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model, native_bf16
+from modelprint.models import DEFAULT_MODEL, LoadedModel, load_model, native_bf16, precision_autocast
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +61,7 @@ def generate(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, out: Optional
     seed = resolve_seed(config.seed)  # warns when fixed: anyone who tries that seed rebuilds the set
     log.info("generating %d fingerprints with strategy '%s' from %s", config.num_fingerprints, strategy.name, lm.source)
     key_dtype = key_writing_dtype(config.key_dtype, lm, strategy)
-    autocast = (torch.autocast(lm.device.type, dtype=torch.bfloat16) if key_dtype == "bfloat16"
-                else contextlib.nullcontext())
-    with autocast:
+    with precision_autocast(lm.device, key_dtype):
         keys = strategy.keys(lm, config.num_fingerprints, key_length=config.key_length, seed=seed,
                              batch_size=config.batch_size, keys_file=config.keys_file)
     choices = strategy.responses(lm, keys, response_length=config.response_length,

@@ -64,10 +64,9 @@ def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optiona
                            samples=samples, max_requests=max_requests)
     from modelprint.models import load_model
     from modelprint.verify.backends import LocalBackend
-    from modelprint.verify.local import PRECISIONS
+    from modelprint.verify.local import check_precision
 
-    if precision not in PRECISIONS:  # before the model loads
-        raise ConfigError(f"unknown precision '{precision}' (known: {', '.join(PRECISIONS)})")
+    check_precision(precision)  # before the model loads
     return LocalBackend(load_model(model), batch_size=batch_size, precision=precision)
 
 

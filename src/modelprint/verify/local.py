@@ -8,7 +8,6 @@ has the fp32 sign, and every smaller one is decided by fp32 itself. Verdicts equ
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from typing import Optional, Sequence
@@ -20,7 +19,7 @@ from modelprint.errors import ConfigError
 from modelprint.fingerprints import Fingerprint
 from modelprint.decoding import batches, continue_greedy, next_token_probs
 from modelprint.matching import ids_match
-from modelprint.models import LoadedModel, native_bf16
+from modelprint.models import LoadedModel, native_bf16, precision_autocast
 from modelprint.prompts import encode_prompts
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -40,11 +39,16 @@ BF16_GAP_BOUND = 4 * MEASURED_GAP_ERROR
 PROB_FLOOR = 1e-30
 
 
+def check_precision(setting: str) -> None:
+    """One clear error for an unknown precision (the CLI calls it before any model loads)."""
+    if setting not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{setting}' (known: {', '.join(PRECISIONS)})")
+
+
 def verify_precision(setting: str, lm: LoadedModel) -> str:
     """The precision keys are asked in: ``bfloat16`` when asked for, or ('auto') where the hardware multiplies
     bf16 natively and the weights are fp32 (a model loaded in another dtype runs as it is); else ``float32``."""
-    if setting not in PRECISIONS:
-        raise ConfigError(f"unknown precision '{setting}' (known: {', '.join(PRECISIONS)})")
+    check_precision(setting)
     if setting != "auto":
         return setting
     fp32 = next(lm.model.parameters()).dtype == torch.float32
@@ -57,12 +61,6 @@ class Rechecks:
 
     keys: int = 0
     rechecked: int = 0
-
-
-def _autocast(lm: LoadedModel, precision: str):
-    if precision == "bfloat16":
-        return torch.autocast(lm.device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def top_gap(scores: Sequence[float]) -> float:
@@ -114,7 +112,7 @@ def answer_keys(lm: LoadedModel, keys: Sequence[str], max_new_tokens: int, syste
         if precision == "float32":
             answers += _greedy(lm, chunk, max_new_tokens)[0]
             continue
-        with _autocast(lm, precision):
+        with precision_autocast(lm.device, precision):
             got, gaps = _greedy(lm, chunk, max_new_tokens, record=True)
         close = [row for row, gap in enumerate(gaps) if not gap >= BF16_GAP_BOUND]
         if close:
@@ -158,7 +156,7 @@ def first_token_probs(lm: LoadedModel, keys: Sequence[str], token_ids: Sequence[
     prompts = encode_prompts(lm.tokenizer, keys, system_prompt)
     for start, chunk in batches(prompts, batch_size):
         wanted = [list(token_ids[start + row]) for row in range(len(chunk))]
-        with _autocast(lm, precision):
+        with precision_autocast(lm.device, precision):
             probs = next_token_probs(lm, chunk)
         got = [probs[row, wanted[row]].tolist() for row in range(len(chunk))]
         if precision != "float32":
