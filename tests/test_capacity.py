@@ -27,6 +27,10 @@ def cap(monkeypatch):
     for var in ("ACCELERATE_USE_CPU", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.setenv(var, "")  # recorded, so the test's end restores the original (unset) state
         monkeypatch.delenv(var)
+    import torch
+
+    if torch.cuda.is_available():  # hiding CUDA from this process once (CUDA_VISIBLE_DEVICES="") cannot be undone:
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # later tests on a GPU machine would lose it
     spec = importlib.util.spec_from_file_location("capacity_bench", BENCH / "capacity.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
