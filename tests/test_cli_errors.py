@@ -226,3 +226,21 @@ def test_precision_is_checked_before_the_model_is_asked(files, capsys):
     code = run(["verify", "--endpoint", "http://127.0.0.1:9/v1", "-f", str(files / "good.jsonl"),
                 "--precision", "bfloat16"])
     one_error_line(capsys, code, "--precision")
+
+
+def test_trace_passes_precision_and_refuses_an_unknown_one(files, capsys, monkeypatch):
+    monkeypatch.chdir(files)
+    asked = []
+
+    def no_model(*args, **kwargs):
+        asked.append(args)
+        raise SystemExit(2)  # the suspect is never loaded: only what reaches it matters here
+
+    monkeypatch.setattr("modelprint.verify.cli._backend", no_model)
+    run(["trace", "-m", "tiny", "-l", "acme=good.jsonl", "--precision", "float32"])
+    assert asked and asked[0][-1] == "float32"  # reaches the backend as verify's does
+    capsys.readouterr()
+    monkeypatch.undo()
+    monkeypatch.chdir(files)
+    one_error_line(capsys, run(["trace", "-m", "tiny", "-l", "acme=good.jsonl", "--precision", "fp8"]),
+                   "unknown precision")

@@ -184,6 +184,7 @@ def register(app: typer.Typer) -> None:
         alpha: float = typer.Option(VERIFY_DEFAULTS.alpha, "--alpha"),
         match: str = typer.Option(VERIFY_DEFAULTS.match, "--match", help=MATCH_HELP),
         seed: int = typer.Option(0, "--seed"),
+        precision: str = typer.Option(VERIFY_DEFAULTS.precision, "--precision", help=PRECISION_HELP),
         json_out: Optional[Path] = typer.Option(None, "--json"),
     ) -> None:
         """Attribute a suspect model to the licensee(s) whose fingerprints it carries (Holm-corrected).
@@ -213,7 +214,7 @@ def register(app: typer.Typer) -> None:
             except ModelprintError as err:
                 raise ConfigError(f"licensee '{name}': {err}") from None
         backend = _backend(model, endpoint, api_key_env, served_model, api, 64, tokenizer, timeout, samples,
-                           max_requests)
+                           max_requests, precision)
         record = trace(backend, sets, alpha=alpha, max_queries=max_queries, match=match, seed=seed)
         table = Table(title="trace")
         for col in ("licensee", "asked", "matched", "adjusted p", "attributed"):
