@@ -57,6 +57,7 @@ FULL = SuiteSpec("full", (
     *(Entry("prune", {"sparsity": s}) for s in (0.1, 0.3, 0.5)),
     *(Entry("merge-linear", {"weight": w}) for w in (0.9, 0.7, 0.5, 0.3)),
     Entry("merge-ties", {"density": 0.2}),
+    Entry("mlp-truncate"),
     Entry("host-sft", {"n": 128, "epochs": 1}),
     Entry("sampling", {"temperature": 0.7, "top_p": 0.9}),
     Entry("sampling", {"temperature": 1.0, "top_p": 1.0, "top_k": 0}),

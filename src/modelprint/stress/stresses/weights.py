@@ -162,3 +162,54 @@ def merge_ties(ctx: StressContext, density: float = 0.2, scale: float = 1.0, par
     model = _merged(ctx, "ties", parents, base, with_base=True, density=density, scale=scale)
     suffix = "" if partner == "base" else "-ft"
     return served(ctx.marked, model, f"ties{density:g}{suffix}")
+
+
+def _gated_mlps(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every block's gated MLP (``gate_proj``/``up_proj``/``down_proj``: Llama, Gemma, Qwen, SmolLM), else []."""
+    layers = getattr(getattr(model, "model", None), "layers", None) or []
+    mlps = [getattr(block, "mlp", None) for block in layers]
+    return [m for m in mlps if m is not None and all(hasattr(m, p) for p in ("gate_proj", "up_proj", "down_proj"))]
+
+
+def _keep_units(mlp: torch.nn.Module, width: int) -> None:
+    """Keep the first ``width`` feed-forward units of one gated MLP, in place (rows of gate/up, columns of down)."""
+    for name in ("gate_proj", "up_proj"):
+        lin = getattr(mlp, name)
+        lin.weight = torch.nn.Parameter(lin.weight.detach()[:width].clone(), requires_grad=False)
+        if lin.bias is not None:
+            lin.bias = torch.nn.Parameter(lin.bias.detach()[:width].clone(), requires_grad=False)
+        lin.out_features = width
+    down = mlp.down_proj
+    down.weight = torch.nn.Parameter(down.weight.detach()[:, :width].clone(), requires_grad=False)
+    down.in_features = width
+
+
+@STRESSES.register("mlp-truncate", source="a host undoing MLP expansion (embed's mlp_expansion widens every block; "
+                   "the public base's config.json gives its width)", kind="attack")
+def mlp_truncate(ctx: StressContext, width: int = 0) -> Stressed:
+    """Cut every block's MLP back to ``width`` units (0: the base's ``intermediate_size``), dropping the rest.
+
+    Source: MLP expansion (embed's ``mlp_expansion``) appends its units after the base's, and a published model's
+    ``config.json`` shows the widened ``intermediate_size`` next to the base's public one, so a host who notices
+    can restore the base's shape for free by keeping the first units. Probes: fingerprints that live in the
+    added units. A model already at (or under) ``width`` is served unchanged.
+    """
+    if width < 0:
+        raise ModelprintError(f"mlp-truncate: width must be ≥ 0, got {width}")
+    if width == 0:
+        width = int(getattr(ctx.need_base("mlp-truncate with width=0").model.config, "intermediate_size", 0) or 0)
+        if width <= 0:
+            raise ModelprintError("mlp-truncate: the base's config has no intermediate_size; give width")
+    model = copy.deepcopy(ctx.marked.model)
+    mlps = _gated_mlps(model)
+    if not mlps:
+        raise ModelprintError(f"mlp-truncate needs gated MLPs (gate_proj/up_proj/down_proj); "
+                              f"{type(model).__name__} has another layout")
+    current = mlps[0].gate_proj.out_features
+    if current > width:
+        with torch.no_grad():
+            for mlp in mlps:
+                _keep_units(mlp, width)
+        model.config.intermediate_size = width
+    log.info("mlp-truncate: %d → %d units per block", current, min(current, width))
+    return served(ctx.marked, model, f"mlp-truncate{width}", units_before=current, units_after=min(current, width))
