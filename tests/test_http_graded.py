@@ -255,14 +255,15 @@ def test_stress_verifies_each_row_through_every_access_mode(marked_set):
 
     fs, marked = marked_set
     rep = stress(marked, fs, suite="detect-topk", tasks={"perplexity": 2}, progress=False, fast=True,
-                 access=("weights", "text", "logprobs", "sampling"))
-    assert rep.data["access"] == ["weights", "text", "logprobs", "sampling"]
+                 access=("weights", "text", "logprobs", "scored", "sampling"))
+    assert rep.data["access"] == ["weights", "text", "logprobs", "scored", "sampling"]
     for row in rep.rows:
-        assert set(row["access"]) == {"weights", "text", "logprobs", "sampling"}
+        assert set(row["access"]) == {"weights", "text", "logprobs", "scored", "sampling"}
         assert row["verification"] is row["access"]["weights"]
     base = rep.rows[0]["access"]
     assert base["logprobs"]["spent"]["mode"] == "logprobs" and base["sampling"]["spent"]["mode"] == "sampling"
-    assert base["text"]["verdict"] == base["logprobs"]["verdict"] == "match"
+    assert base["scored"]["spent"]["mode"] == "scored" and base["logprobs"]["spent"]["echo"] is None
+    assert base["text"]["verdict"] == base["logprobs"]["verdict"] == base["scored"]["verdict"] == "match"
     from modelprint.stress.report import format_table, render_html
 
     assert "logprobs" in format_table(rep.data).splitlines()[0] and "via sampling" in render_html(rep.data)

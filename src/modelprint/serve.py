@@ -561,7 +561,8 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None, limits: Option
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": name, "usage": usage(prompt, [t for new, _, _ in answers for t in new]), "choices": choices}
 
-    vocab = min(len(lm.tokenizer), lm.model.get_input_embeddings().num_embeddings)
+    rows = getattr(getattr(lm.model, "config", None), "vocab_size", None)  # a host's wrapper may have no config
+    vocab = min(len(lm.tokenizer), rows) if isinstance(rows, int) and rows > 0 else len(lm.tokenizer)
 
     def completion_prompts(body: dict[str, Any]) -> list[tuple[list[int], str]]:
         """(ids, text) of each prompt: a string, a list of token ids, or a list of either (one choice group each,
