@@ -399,3 +399,18 @@ def test_malformed_echo_is_one_line(fs, marked_set, marked_url, serving, damage)
     message = str(err.value)
     assert "\n" not in message and "malformed echoed logprobs" in message and message.startswith(f"endpoint {url}")
     assert not any(fp.key in message for fp in fs)
+
+
+def test_cli_scores_with_the_sets_tokenizer_unless_told_not_to(fs, marked_set, marked_url, tmp_path):
+    from modelprint.cli import app
+
+    path = fs.save(tmp_path / "fp.jsonl")
+    marked_set[1].model.config.save_pretrained(tmp_path / "tok")  # a directory load_tokenizer takes
+    marked_set[1].tokenizer.save_pretrained(tmp_path / "tok")
+    for flags, mode in ((["--tokenizer", str(tmp_path / "tok")], "scored"),
+                        (["--tokenizer", str(tmp_path / "tok"), "--no-echo"], "logprobs"), ([], "logprobs")):
+        out = tmp_path / f"{mode}-{len(flags)}.json"
+        result = CliRunner().invoke(app, ["verify", "--endpoint", marked_url, "-f", str(path), "--alpha", "1e-3",
+                                          "--json", str(out), *flags])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert json.loads(out.read_text())["access"]["mode"] == mode and f"access: {mode}" in result.output
