@@ -2,14 +2,15 @@
 verified through the endpoint in every access mode, next to what the attack costs the host.
 
     python benchmarks/served_attacks.py --model MARKED_DIR --fingerprints SET.jsonl --out report-dir \
-        [--sweep served|paper] [--access text,logprobs,sampling] [--alpha 1e-6] [--tasks perplexity=64,...]
+        [--sweep served|paper] [--access text,logprobs,scored,sampling] [--alpha 1e-6] [--tasks perplexity=64,...]
         [--only detect-topk,suppress-topk,...]
 
 Rows (the stress suite ``served``): output detection (detect-topk at gates 0.95 … 0.5, detect-neighbor at 0.9 and
 0.5), plain suppression (top-1, neighbours), input filtering, host SFT, and merges with a separately fine-tuned copy
 (linear 0.5, TIES); ``--sweep paper`` runs the stress suite's full ``paper`` sweep instead (lookahead and statistical signature too:
 hours on 2 CPU cores). Every row is served with the host's edits applied to its text *and* to the
-log-probabilities it returns. Printed: per access mode the per-key verification rate and verdict at ``--alpha``,
+log-probabilities it returns (``scored``, teacher-forced scoring of each candidate through ``echo``, reads the
+model's own full distribution: echoed prompt scores are not the host's decoding edits). Printed: per access mode the per-key verification rate and verdict at ``--alpha``,
 the normalized utility with its interval, and the rows on the accepting side of the leaderboard's bar
 (verification ≥ 75 % and utility ≥ 75 %). The report directory holds report.json/html, the leaderboard and the
 gate-sweep plot.
@@ -37,7 +38,9 @@ def main() -> None:
     ap.add_argument("--base", default=None)
     ap.add_argument("--out", required=True)
     ap.add_argument("--sweep", choices=["served", "paper"], default="served")
-    ap.add_argument("--access", default="text,logprobs,sampling")
+    ap.add_argument("--access", default="text,logprobs,sampling",
+                    help="comma list among text, logprobs (top-20 list, echo off), scored (echo: every candidate "
+                         "scored teacher-forced), sampling, weights; the first is the headline")
     ap.add_argument("--alpha", type=float, default=1e-6)
     ap.add_argument("--tasks", default=None, help="utility tasks and sizes, e.g. perplexity=64,piqa=24")
     ap.add_argument("--overwrite", action="store_true")

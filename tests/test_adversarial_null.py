@@ -467,6 +467,22 @@ def test_text_candidate_ranking_never_beats_one_over_k(vocab):
     assert checked > 200
 
 
+def test_scored_candidate_ranking_never_beats_one_over_k(vocab):
+    """Teacher-forced scoring through an endpoint: the server sees the k prompts (key + each candidate id, in the
+    recorded order, which generation fixed before drawing the pick) and may return any scores it likes — by
+    position, all tied, by token id, echoing the request's order — but they cannot depend on the pick, so the share
+    of possible picks that win under candidate_match (the local rule, reused) is ≤ 1/k for every answer."""
+    rng = np.random.default_rng(29)
+    answers = [lambda c: [0.0] + [-1.0] * (len(c) - 1), lambda c: [-1.0] * (len(c) - 1) + [0.0],
+               lambda c: [-1.0] * len(c), lambda c: [-float(t) for t in c], lambda c: [float(t) for t in c],
+               lambda c: [0.0, 0.0] + [-1.0] * (len(c) - 2), lambda c: list(-rng.random(len(c)))]
+    for _, _, cands, _ in _perinucleus_keys(vocab, 3, 40, seed=52) + _perinucleus_keys(vocab, 5, 20, seed=53):
+        for answer in answers:
+            scores = answer(cands)
+            won = np.mean([candidate_match(c, cands, scores) for c in cands])
+            assert won <= 1 / len(cands) + 1e-12
+
+
 # ---------------------------------------------------------------------------------------------- green-list watermarks
 def _green_suspects(rng: np.random.Generator, vocab_size: int, answers: int, length: int, probes: list[list[int]]):
     """What a suspect without the watermark key may answer to the probes: random text, one pair over and over,

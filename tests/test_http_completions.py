@@ -90,4 +90,4 @@ def test_cli_completions(saved, served, tmp_path):
     matched = runner.invoke(app, base + ["--tokenizer", str(saved.path)])
     assert matched.exit_code == 0, (matched.output, matched.exception)
     local = runner.invoke(app, ["verify", "-f", str(path), "--model", str(saved.path), "--tokenizer", "x"])
-    assert isinstance(local.exception, ConfigError) and "--api completions only" in str(local.exception)
+    assert isinstance(local.exception, ConfigError) and "--endpoint only" in str(local.exception)

@@ -255,16 +255,162 @@ def test_stress_verifies_each_row_through_every_access_mode(marked_set):
 
     fs, marked = marked_set
     rep = stress(marked, fs, suite="detect-topk", tasks={"perplexity": 2}, progress=False, fast=True,
-                 access=("weights", "text", "logprobs", "sampling"))
-    assert rep.data["access"] == ["weights", "text", "logprobs", "sampling"]
+                 access=("weights", "text", "logprobs", "scored", "sampling"))
+    assert rep.data["access"] == ["weights", "text", "logprobs", "scored", "sampling"]
     for row in rep.rows:
-        assert set(row["access"]) == {"weights", "text", "logprobs", "sampling"}
+        assert set(row["access"]) == {"weights", "text", "logprobs", "scored", "sampling"}
         assert row["verification"] is row["access"]["weights"]
     base = rep.rows[0]["access"]
     assert base["logprobs"]["spent"]["mode"] == "logprobs" and base["sampling"]["spent"]["mode"] == "sampling"
-    assert base["text"]["verdict"] == base["logprobs"]["verdict"] == "match"
+    assert base["scored"]["spent"]["mode"] == "scored" and base["logprobs"]["spent"]["echo"] is None
+    assert base["text"]["verdict"] == base["logprobs"]["verdict"] == base["scored"]["verdict"] == "match"
     from modelprint.stress.report import format_table, render_html
 
     assert "logprobs" in format_table(rep.data).splitlines()[0] and "via sampling" in render_html(rep.data)
     with pytest.raises(Exception, match="access must be"):
         stress(marked, fs, suite="detect-topk", access=("weights", "telepathy"))
+
+
+# ---------------------------------------------------------------------------------------------- teacher-forced scoring
+def _scoring(url: str, lm, **options) -> HttpBackend:
+    """A backend that scores candidates with the set's tokenizer (the tiny set's model does not load by name)."""
+    return HttpBackend(url, tokenizer=lm.tokenizer, **options)
+
+
+def _completions_proxy(upstream: str, edit_request=None, edit_response=None):
+    """An app forwarding /v1/completions to ``upstream`` (the request through ``edit_request``, which may return a
+    status code to refuse it with; the answer through ``edit_response``) and chat requests unchanged."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": "tiny", "object": "model"}]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        payload = await request.json()
+        refuse = edit_request(payload) if edit_request else None
+        if refuse:
+            return JSONResponse({"error": {"message": "refused"}}, status_code=refuse)
+        async with httpx.AsyncClient(timeout=60) as client:
+            body = (await client.post(f"{upstream}/completions", json=payload)).json()
+        if edit_response:
+            body = edit_response(payload, body)
+        return Response(json.dumps(body), media_type="application/json")  # NaN passes as Python writes it
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        async with httpx.AsyncClient(timeout=60) as client:
+            return (await client.post(f"{upstream}/chat/completions", json=await request.json())).json()
+
+    return app
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_echoed_scores_are_the_local_next_token_logprobs(marked_set, marked_url, api):
+    fs, lm = marked_set
+    backend = _scoring(marked_url, lm, api=api)
+    backend.prepare(fs)
+    assert backend.echo_support() and backend.usage()["echo"] == "list" and backend.requests == 1
+    scores = backend.candidate_scores(list(fs), fs.system_prompt)
+    assert backend.requests == 1 + N_KEYS  # one request per key: its k prompts in a list
+    local = first_token_probs(lm, [f.key for f in fs], [f.meta["candidates"] for f in fs], fs.system_prompt)
+    for got, want in zip(scores, local):
+        assert got == pytest.approx([math.log(p) for p in want], abs=1e-4)
+
+
+@pytest.mark.parametrize("which", ["marked", "unrelated"])
+def test_scored_verdict_is_the_local_candidate_verdict_key_by_key(marked_set, marked_url, unrelated_url, which):
+    """--match auto prefers scoring; each key's decision is local candidate mode's (the same rule on the same
+    ranking), on the fingerprinted model and on an unrelated one (which stays within the 1/k bound)."""
+    from modelprint.verify.backends import LocalBackend
+
+    fs, lm = marked_set
+    model = lm if which == "marked" else tiny_model(seed=3)
+    url = marked_url if which == "marked" else unrelated_url
+    scored = verify(_scoring(url, lm), fs, alpha=ALPHA, sequential=False)
+    local = verify(LocalBackend(model, precision="float32"), fs, match="candidate", alpha=ALPHA, sequential=False)
+    assert scored.match_mode == "candidate" and scored.access["mode"] == "scored" and scored.access["echo"] == "list"
+    assert scored.access["requests"] == N_KEYS + 1 and scored.access["top_logprobs"] is None  # no logprobs probe
+    assert scored.matched == local.matched and scored.verdict == local.verdict
+    assert scored.verdict == ("match" if which == "marked" else "no match")
+    if which == "unrelated":
+        assert scored.matches <= N_KEYS // 2
+
+
+def test_scoring_falls_back_to_top_logprobs(fs, marked_set, marked_url, serving):
+    """A server that ignores echo, one without a completions route, no tokenizer, or echo off: top_logprobs."""
+    lm = marked_set[1]
+
+    def no_echo(payload):
+        payload.pop("echo", None)
+        payload["max_tokens"] = max(1, payload.get("max_tokens", 1))
+
+    ignores = serving(_completions_proxy(marked_url, no_echo)) + "/v1"
+    backend = _scoring(ignores, lm)
+    backend.prepare(fs)
+    assert not backend.echo_support() and backend.usage()["echo"] == "none"
+    chat_only = serving(_completions_proxy(marked_url, lambda p: 404)) + "/v1"  # no legacy completions API
+    record = verify(_scoring(chat_only, lm), fs, match="auto", alpha=ALPHA, sequential=False)
+    assert record.access["mode"] == "logprobs" and record.access["echo"] == "none" and record.verdict == "match"
+    assert record.access["requests"] == N_KEYS + 2  # the echo probe (404), the logprobs probe, the keys
+    for backend in (HttpBackend(marked_url), _scoring(marked_url, lm, echo=False)):
+        record = verify(backend, fs, alpha=ALPHA, sequential=False)
+        assert record.access["mode"] == "logprobs" and record.access["echo"] is None and record.verdict == "match"
+
+
+def test_scoring_one_prompt_per_request_within_the_budget(fs, marked_set, marked_url, serving):
+    """A server that refuses a list of prompts: k requests per key, the plan cut to the request budget."""
+    lm = marked_set[1]
+    k = len(fs.fingerprints[0].meta["candidates"])
+    single = serving(_completions_proxy(marked_url, lambda p: 400 if isinstance(p["prompt"][0], list) else None))
+    backend = _scoring(single + "/v1", lm, max_requests=2 + k * 5)  # two probes (list refused), then 5 keys
+    record = verify(backend, fs, alpha=0.05, sequential=False)
+    assert record.access["mode"] == "scored" and record.access["echo"] == "single"
+    assert record.n_planned == record.n_asked == 5 and backend.requests == record.access["requests"] == 2 + k * 5
+    with pytest.raises(QueryBudgetError):
+        backend.candidate_scores(fs.fingerprints[:1], fs.system_prompt)
+    listed = _scoring(marked_url, lm, max_requests=1 + 6)
+    record = verify(listed, fs, alpha=0.05, sequential=False)
+    assert record.n_asked == 6 and listed.requests == 7
+
+
+@pytest.mark.parametrize("damage", [
+    lambda c: c["logprobs"]["token_logprobs"].__setitem__(-1, "-0.5"),
+    lambda c: c["logprobs"]["token_logprobs"].__setitem__(-1, float("nan")),
+    lambda c: c["logprobs"]["token_logprobs"].__setitem__(-1, 3.0),
+    lambda c: c["logprobs"].update(token_logprobs=c["logprobs"]["token_logprobs"][:2]),
+    lambda c: c.update(index=7),
+    lambda c: c.update(logprobs=None),
+], ids=["string", "nan", "positive", "short", "index", "none"])
+def test_malformed_echo_is_one_line(fs, marked_set, marked_url, serving, damage):
+    def rewrite(payload, body):
+        if len(payload["prompt"]) == len(fs.fingerprints[0].meta["candidates"]):  # key requests, not the probe
+            damage(body["choices"][-1])
+        return body
+
+    url = serving(_completions_proxy(marked_url, edit_response=rewrite)) + "/v1"
+    backend = _scoring(url, marked_set[1])
+    with pytest.raises(MalformedResponseError) as err:
+        verify(backend, fs, match="candidate", alpha=ALPHA)
+    message = str(err.value)
+    assert "\n" not in message and "malformed echoed logprobs" in message and message.startswith(f"endpoint {url}")
+    assert not any(fp.key in message for fp in fs)
+
+
+def test_cli_scores_with_the_sets_tokenizer_unless_told_not_to(fs, marked_set, marked_url, tmp_path):
+    from modelprint.cli import app
+
+    path = fs.save(tmp_path / "fp.jsonl")
+    marked_set[1].model.config.save_pretrained(tmp_path / "tok")  # a directory load_tokenizer takes
+    marked_set[1].tokenizer.save_pretrained(tmp_path / "tok")
+    for flags, mode in ((["--tokenizer", str(tmp_path / "tok")], "scored"),
+                        (["--tokenizer", str(tmp_path / "tok"), "--no-echo"], "logprobs"), ([], "logprobs")):
+        out = tmp_path / f"{mode}-{len(flags)}.json"
+        result = CliRunner().invoke(app, ["verify", "--endpoint", marked_url, "-f", str(path), "--alpha", "1e-3",
+                                          "--json", str(out), *flags])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert json.loads(out.read_text())["access"]["mode"] == mode and f"access: {mode}" in result.output

@@ -178,3 +178,27 @@ def test_serve_cli_rejects_bad_ports_and_limits():
     assert isinstance(result.exception, ConfigError) and "--port" in str(result.exception)
     result = runner.invoke(app, ["serve", "-m", "x", "--request-timeout", "0"])
     assert isinstance(result.exception, ConfigError) and "request_timeout" in str(result.exception)
+
+
+def test_token_id_prompts_and_prompt_lists(lm):
+    """Completions take a list of token ids and a list of prompts (one choice group each, index = prompt × n + j);
+    ids outside the vocabulary, empty or mixed prompts and too many prompts are 400s naming 'prompt'."""
+    limits = ServeLimits(max_prompt_tokens=64, max_tokens=32, max_prompts=3, request_timeout=30)
+    ids = lm.tokenizer("hello there", add_special_tokens=False)["input_ids"]
+    with TestClient(create_app(lm, "tiny", limits), raise_server_exceptions=False) as c:
+        by_text = c.post("/v1/completions", json={"prompt": "hello there", "max_tokens": 0, "echo": True,
+                                                  "logprobs": 0}).json()["choices"][0]["logprobs"]
+        by_ids = c.post("/v1/completions", json={"prompt": ids, "max_tokens": 0, "echo": True,
+                                                 "logprobs": 0}).json()["choices"][0]["logprobs"]
+        assert by_ids["token_logprobs"] == by_text["token_logprobs"] and len(ids) == len(by_ids["tokens"])
+        before = c.app.state.requests
+        many = c.post("/v1/completions", json={"prompt": [ids, ids[:-1], "hello"], "max_tokens": 1, "n": 2,
+                                               "temperature": 0, "echo": True, "logprobs": 1}).json()
+        assert c.app.state.requests == before + 1  # one request, however many prompts
+        assert [ch["index"] for ch in many["choices"]] == list(range(6))
+        lengths = [len(ch["logprobs"]["token_logprobs"]) for ch in many["choices"]]
+        assert lengths[0] - len(ids) in (0, 1) and lengths[2] - (len(ids) - 1) in (0, 1)
+        assert many["choices"][0]["logprobs"]["token_logprobs"][:len(ids)] == by_ids["token_logprobs"]
+        vocab = len(lm.tokenizer)
+        for bad in ([ids + [vocab]], [[-1]], [[]], [], [ids, 3], [ids, ""], [True, 2], [ids] * 4, [[0.5]]):
+            assert _error(c.post("/v1/completions", json={"prompt": bad, "max_tokens": 1}), 400)["param"] == "prompt"

@@ -20,6 +20,12 @@ answer that stopped still reports the ranking. ``token`` is the token decoded al
 included), ``bytes`` its UTF-8 encoding (a token holding part of a multi-byte character decodes to U+FFFD).
 Logprobs below -9999 are reported as -9999 (JSON has no infinity), as OpenAI does.
 
+A completions ``prompt`` may be a string, a list of token ids, or a list of these (at most
+``ServeLimits.max_prompts``; ids within the vocabulary), as OpenAI and vLLM take it: each prompt gets ``n``
+choices, ``index`` = prompt index × n + choice. With ``echo: true, max_tokens: 0, logprobs`` and token-id prompts
+a verifier scores exactly the ids it sends, teacher-forced (``verify``'s candidate scoring). Echoed prompt
+positions are never edited by a host's ``host_logits`` hook: it edits what the host *generates*.
+
 Whoever can reach the server must not be able to hold it: :class:`ServeLimits`
 caps the request body (413), the prompt (the model's context and
 ``max_prompt_tokens``) and ``max_tokens`` (400), and the time one request may
@@ -68,6 +74,8 @@ class ServeLimits(StrictConfig):
     max_logprobs: int = Field(MAX_LOGPROBS, ge=0, le=MAX_LOGPROBS,
                               description="largest top_logprobs (chat) / logprobs (completions) a request may ask")
     max_n: int = Field(64, ge=1, le=MAX_N_LIMIT, description="most choices (n) one request may ask")
+    max_prompts: int = Field(64, ge=1, le=MAX_N_LIMIT,
+                             description="most prompts one completions request may list (choices: prompts × n)")
 
 
 class ApiError(Exception):
@@ -363,6 +371,10 @@ def _chat_logprobs(body: dict[str, Any], limits: ServeLimits) -> Optional[int]:
     return 0 if top is None else top
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _clamp(logprob: float) -> float:
     return logprob if math.isfinite(logprob) and logprob > LOGPROB_FLOOR else LOGPROB_FLOOR
 
@@ -469,13 +481,14 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None, limits: Option
                            f"context of {context} tokens", param="max_tokens", code="context_length_exceeded")
 
     async def complete(prompt: list[int], params: tuple, n: int, deadline: float,
-                       param: str) -> list[tuple[list[int], str, str]]:
-        """Check the prompt, count the request, generate ``n`` answers off the event loop, decode them as local
-        verification would: (new ids, finish reason, text) per choice."""
+                       param: str, count: bool = True) -> list[tuple[list[int], str, str]]:
+        """Check the prompt, count the request (once per HTTP request: ``count``), generate ``n`` answers off the
+        event loop, decode them as local verification would: (new ids, finish reason, text) per choice."""
         from starlette.concurrency import run_in_threadpool
 
         check_prompt(prompt, params[0], param)
-        app.state.requests += 1
+        if count:
+            app.state.requests += 1
         try:
             answers = await run_in_threadpool(gen.generate_n, prompt, *params, deadline, n)
         except TimeoutError:
@@ -548,33 +561,60 @@ def create_app(lm: LoadedModel, model_name: Optional[str] = None, limits: Option
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": name, "usage": usage(prompt, [t for new, _, _ in answers for t in new]), "choices": choices}
 
+    rows = getattr(getattr(lm.model, "config", None), "vocab_size", None)  # a host's wrapper may have no config
+    vocab = min(len(lm.tokenizer), rows) if isinstance(rows, int) and rows > 0 else len(lm.tokenizer)
+
+    def completion_prompts(body: dict[str, Any]) -> list[tuple[list[int], str]]:
+        """(ids, text) of each prompt: a string, a list of token ids, or a list of either (one choice group each,
+        as OpenAI and vLLM take them); at most ``max_prompts``, ids within the vocabulary."""
+        raw = body.get("prompt")
+        if isinstance(raw, str) or (isinstance(raw, list) and raw and all(_is_id(t) for t in raw)):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            raise ApiError(400, "'prompt' must be a non-empty string, a list of token ids, or a list of these",
+                           param="prompt")
+        if len(raw) > limits.max_prompts:
+            raise ApiError(400, f"'prompt' lists {len(raw)} prompts; this server takes at most {limits.max_prompts} "
+                           "per request", param="prompt")
+        out = []
+        for item in raw:
+            if isinstance(item, str) and item:
+                out.append((encode_text(lm, item), item))
+            elif isinstance(item, list) and item and all(_is_id(t) for t in item):
+                if not all(0 <= t < vocab for t in item):
+                    raise ApiError(400, f"token ids in 'prompt' must be in [0, {vocab})", param="prompt")
+                out.append(([int(t) for t in item], lm.tokenizer.decode(item)))
+            else:
+                raise ApiError(400, "each prompt must be a non-empty string or a non-empty list of token ids",
+                               param="prompt")
+        return out
+
     @app.post("/v1/completions")
     async def completions(request: Request):
         deadline = time.monotonic() + limits.request_timeout
         body = await read_body(request, deadline)
-        prompt_text = body.get("prompt")
-        if isinstance(prompt_text, list) and len(prompt_text) == 1:
-            prompt_text = prompt_text[0]
-        if not isinstance(prompt_text, str) or not prompt_text:
-            raise ApiError(400, "'prompt' must be a non-empty string", param="prompt")
+        prompts = completion_prompts(body)
         echo = _flag(body, "echo")
         params = _params(body, limits, min_tokens=0 if echo else 1)  # echo + max_tokens 0: score the prompt only
         n = _number(body, "n", 1, 1, limits.max_n, integer=True)
         top = _number(body, "logprobs", None, 0, limits.max_logprobs, integer=True)
-        prompt = encode_text(lm, prompt_text)
-        choices = []
-        answers = await complete(prompt, params, n, deadline, "prompt")
-        for index, (new, finish, text) in enumerate(answers):
-            logprobs = None
-            if top is not None:
-                scores: list[Optional[TokenScore]] = list(await scored(prompt, new, finish,
-                                                                       1 if echo else len(prompt), top, deadline))
-                ids = (prompt[:1] if echo else []) + [sc.token for sc in scores]
-                logprobs = legacy_logprobs(ids, [None] + scores if echo else scores, top)
-            choices.append({"index": index, "text": prompt_text + text if echo else text, "finish_reason": finish,
-                            "logprobs": logprobs})
+        for prompt, _ in prompts:  # every prompt checked before any is run
+            check_prompt(prompt, params[0], "prompt")
+        choices, spent = [], []
+        for group, (prompt, prompt_text) in enumerate(prompts):  # choice index = prompt index × n + j (OpenAI's)
+            answers = await complete(prompt, params, n, deadline, "prompt", count=group == 0)
+            for j, (new, finish, text) in enumerate(answers):
+                logprobs = None
+                if top is not None:
+                    scores: list[Optional[TokenScore]] = list(await scored(prompt, new, finish,
+                                                                           1 if echo else len(prompt), top, deadline))
+                    ids = (prompt[:1] if echo else []) + [sc.token for sc in scores]
+                    logprobs = legacy_logprobs(ids, [None] + scores if echo else scores, top)
+                choices.append({"index": group * n + j, "text": prompt_text + text if echo else text,
+                                "finish_reason": finish, "logprobs": logprobs})
+            spent += [t for new, _, _ in answers for t in new]
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": name, "usage": usage(prompt, [t for new, _, _ in answers for t in new]), "choices": choices}
+                "model": name, "usage": usage([t for p, _ in prompts for t in p], spent), "choices": choices}
 
     return app
 

@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
                                                            "stress/attack names."),
         access: str = typer.Option("weights", "--access", help="How each row is verified, comma list (the first is "
                                    "the headline): weights (the host's own path; published weights white-box) | "
-                                   "text | logprobs | sampling (through the host's model behind modelprint serve)."),
+                                   "text | logprobs | scored (teacher-forced: echo) | sampling (through the host's model behind "
+                                   "modelprint serve)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (report.json/html, PNGs)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report directory."),
         alpha: float = typer.Option(VERIFY_DEFAULTS.alpha, "--alpha",

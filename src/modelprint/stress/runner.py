@@ -95,10 +95,11 @@ def verification_cell(backend: Any, fs: FingerprintSet, alpha: float, match: str
 
 #: how the owner reaches the host's model: ``weights`` (the stress's own path — the host's decoding for decoding
 #: attacks, the published weights for weight stresses with ``--match auto|candidate``), or through the host's
-#: OpenAI-compatible endpoint returning only ``text``, ``logprobs`` (top-20 first-token log-probabilities) or
+#: OpenAI-compatible endpoint returning only ``text``, ``logprobs`` (top-20 first-token log-probabilities, echo
+#: off), ``scored`` (each candidate scored teacher-forced: echoed prompt logprobs, the full distribution) or
 #: ``sampling`` (several sampled answers per key) — each with the match mode that access allows.
 ACCESS_MODES: dict[str, Optional[str]] = {"weights": None, "text": "exact", "logprobs": "candidate",
-                                          "sampling": "sample"}
+                                          "scored": "candidate", "sampling": "sample"}
 
 
 def _verifications(stressed: Stressed, fs: FingerprintSet, alpha: float, match: str, seed: int,
@@ -120,7 +121,9 @@ def _verifications(stressed: Stressed, fs: FingerprintSet, alpha: float, match: 
         url, stop = serve_in_thread(stressed.model)
         try:
             for mode in served:
-                backend = HttpBackend(url, timeout=600.0)
+                # only ``scored`` scores prompts (with the set's tokenizer, which the host's model shares)
+                backend = HttpBackend(url, timeout=600.0, echo=mode == "scored",
+                                      tokenizer=stressed.model.tokenizer if mode == "scored" else None)
                 try:
                     out[mode] = verification_cell(backend, fs, alpha, ACCESS_MODES[mode] or "exact", seed)
                 finally:

@@ -19,17 +19,20 @@ from modelprint.log import console
 from modelprint.verify.stats import format_p
 
 MATCH_HELP = ("auto (for a set recording its Perinucleus candidates: candidate with local weights or an endpoint "
-              "returning logprobs, else sample within the request budget; exact otherwise) | exact (whole response) | "
-              "prefix (first token/word) | candidate (our response outranks the other candidates, by probability or "
-              "an endpoint's top_logprobs: same 1/k bound, survives dilution) | sample (an endpoint without logprobs: "
+              "that scores prompts (echo) or returns logprobs, else sample within the request budget; exact otherwise) | exact (whole response) | "
+              "prefix (first token/word) | candidate (our response outranks the other candidates, by probability, an "
+              "endpoint's teacher-forced scores or its top_logprobs: same 1/k bound, survives dilution) | sample (an endpoint without logprobs: "
               "our response sampled more often than each other candidate, --samples per key: same 1/k bound)")
 SAMPLES_HELP = ("--match sample / auto: answers sampled per key at the host's temperature (one request with n when "
                 "the server allows it, else one request each); 0 disables sampling")
 MAX_REQUESTS_HELP = "Endpoint only: most completion requests to send in all (probes included); keys are planned within it."
 
 
-TOKENIZER_HELP = ("--api completions: the set's tokenizer (embedded name or HF directory) to render keys with its "
-                  "chat template (default: the set's own model, when it loads here)")
+TOKENIZER_HELP = ("Endpoint only: the set's tokenizer (embedded name or HF directory) to render keys with its chat "
+                  "template for --api completions and to score candidates teacher-forced (default: the set's own "
+                  "model, when it loads here)")
+ECHO_HELP = ("Endpoint, --match candidate/auto: score each candidate teacher-forced (echoed prompt logprobs: the full "
+             "distribution) when the server allows it; --no-echo ranks by its top_logprobs list only.")
 PRECISION_HELP = ("Local weights: auto (bfloat16 where the hardware multiplies it natively, else float32) | float32 | "
                   "bfloat16; in bfloat16 every decision within the measured bf16 error of a tie is re-checked in "
                   "float32, so verdicts equal float32's.")
@@ -39,12 +42,12 @@ TIMEOUT_HELP = "Seconds per try of each request to the endpoint (a timed-out req
 def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optional[str], served_model: Optional[str],
              api: str, batch_size: int, tokenizer: Optional[str] = None, timeout: float = 60.0,
              samples: int = VERIFY_DEFAULTS.samples, max_requests: Optional[int] = None,
-             precision: str = VERIFY_DEFAULTS.precision):
+             precision: str = VERIFY_DEFAULTS.precision, echo: bool = True):
     _check_target(model, endpoint)
     if precision != "auto" and endpoint is not None:
         raise ConfigError("--precision sets how local weights are run (--model only)")
-    if tokenizer is not None and (endpoint is None or api != "completions"):
-        raise ConfigError("--tokenizer renders prompts for --endpoint … --api completions only")
+    if tokenizer is not None and endpoint is None:
+        raise ConfigError("--tokenizer renders and scores prompts for --endpoint only")
     if max_requests is not None and endpoint is None:
         raise ConfigError("--max-requests budgets an endpoint's requests (--endpoint only)")
     if endpoint is not None:
@@ -61,7 +64,7 @@ def _backend(model: Optional[str], endpoint: Optional[str], api_key_env: Optiona
 
             tok = load_tokenizer(tokenizer)
         return HttpBackend(endpoint, api_key=key, served_model=served_model, api=api, tokenizer=tok, timeout=timeout,
-                           samples=samples, max_requests=max_requests)
+                           samples=samples, max_requests=max_requests, echo=echo)
     from modelprint.models import load_model
     from modelprint.verify.backends import LocalBackend
     from modelprint.verify.local import check_precision
@@ -111,6 +114,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the random key order."),
         batch_size: int = typer.Option(VERIFY_DEFAULTS.batch_size, "--batch-size"),
         precision: str = typer.Option(VERIFY_DEFAULTS.precision, "--precision", help=PRECISION_HELP),
+        echo: bool = typer.Option(True, "--echo/--no-echo", help=ECHO_HELP),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Write the machine-readable record here."),
     ) -> None:
         """Ask a suspect model the secret keys and decide whether it carries the fingerprints.
@@ -127,7 +131,7 @@ def register(app: typer.Typer) -> None:
             check_output_file(json_out)
         sets = [load_set(source) for source in fingerprints]  # every set read and checked before any key is asked
         backend = _backend(model, endpoint, api_key_env, served_model, api, batch_size, tokenizer, timeout, samples,
-                           max_requests, precision)
+                           max_requests, precision, echo)
         records = verify_sets(backend, sets, max_queries=max_queries, alpha=alpha, match=match, seed=seed,
                               batch_size=batch_size)
         family = len(records) > 1

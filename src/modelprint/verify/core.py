@@ -15,7 +15,7 @@ from modelprint.errors import ConfigError, FingerprintFileError
 from modelprint.fingerprints import FingerprintSet, check_distinct, load_fingerprints
 from modelprint.models import LoadedModel, load_model
 from modelprint.verify.backends import Backend, LocalBackend
-from modelprint.verify.verifiers import VerifyRequest, get_verifier, records_candidates
+from modelprint.verify.verifiers import VerifyRequest, get_verifier, records_candidates, scores_candidates
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class VerifyRecord:
     family_size: int = 1
     registry_set: Optional[str] = None  # the registry name the set came from (its run is in the ledger)
     registry_verifications: Optional[int] = None  # runs of this set against this target in the ledger, this one too
-    # how the suspect was accessed: weights | logprobs | sampling | text, and what this verification spent
+    # how the suspect was accessed: weights | scored | logprobs | sampling | text, and what this verification spent
     # (endpoint requests and samples, the probed logprobs / n support); no secrets
     access: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -83,15 +83,15 @@ def plan_keys(fs: FingerprintSet, max_queries: Optional[int], seed: int,
 
 def resolve_match(match: str, backend: Backend, fs: FingerprintSet, n_keys: Optional[int] = None) -> str:
     """``auto``: the most powerful valid test the backend allows, for a set that records its Perinucleus
-    candidates — ``candidate`` with local weights or an endpoint that returns logprobs (probed once with a
-    non-secret prompt), else ``sample`` when the request budget lets sampling ask as many keys as text would,
+    candidates — ``candidate`` with local weights or an endpoint that scores prompts teacher-forced (echo,
+    preferred) or returns logprobs (each probed once with a non-secret prompt), else ``sample`` when the request budget lets sampling ask as many keys as text would,
     else ``exact``. Chosen before any key is asked, from public facts only, so the choice cannot favour a verdict.
     """
     if match != "auto":
         return match
     if not records_candidates(fs):
         return "exact"
-    if hasattr(backend, "first_token_scores"):
+    if hasattr(backend, "first_token_scores") or scores_candidates(backend):
         return "candidate"
     if hasattr(backend, "logprob_support") and backend.logprob_support() > 0:
         return "candidate"
@@ -107,9 +107,12 @@ def resolve_match(match: str, backend: Backend, fs: FingerprintSet, n_keys: Opti
 
 
 def access_mode(match: str, backend: Backend) -> str:
-    """How the suspect was read: its weights, an endpoint's logprobs, its samples, or its greedy text."""
+    """How the suspect was read: its weights, an endpoint's teacher-forced scores of our candidates (``scored``)
+    or its top logprobs, its samples, or its greedy text."""
     if getattr(backend, "space", "ids") == "ids":
         return "weights"
+    if match == "candidate" and scores_candidates(backend):  # probed by the verifier already: no new request
+        return "scored"
     return {"candidate": "logprobs", "sample": "sampling"}.get(match, "text")
 
 

@@ -20,8 +20,19 @@ called by ``verify`` for each set, takes the tokenizer given or the set's own
 (when its model resolves here and hashes to the set's ``tokenizer_hash``) and
 refuses otherwise, rather than quietly asking another question.
 
-Beyond greedy text, the backend offers the two graded black-box accesses ``verify`` ranks candidates with:
+Beyond greedy text, the backend offers the graded black-box accesses ``verify`` ranks candidates with:
 
+* **scored** (``--match candidate`` when the server allows it, preferred): teacher-forced scoring. For each key,
+  the prompt ``verify`` would send (the set's chat template, encoded with the set's tokenizer: :meth:`prepare`)
+  followed by each recorded candidate id goes out as a token-id prompt to the legacy completions API with
+  ``echo: true, max_tokens: 0, logprobs`` (OpenAI's and vLLM's form; ``prompt_logprobs`` by another name), all k
+  prompts of a key in one request when a list of prompts is accepted, else one request each; the echoed
+  log-probability of each prompt's last token is that candidate's next-token log-probability — the model's *full*
+  distribution, not a top-20 list, so a candidate ranks as a weights-holder sees it. :meth:`echo_support`
+  probes once (non-secret prompt): a list with ``max_tokens`` 0, then one prompt, then both with 1; a server that
+  refuses (400/422), answers fewer choices than prompts or echoes no prompt logprobs does not score, and
+  ``verify`` falls back to top_logprobs. Needs the set's tokenizer (given, or the set's model loading here);
+  ``echo=False`` turns it off.
 * **logprobs** (``--match candidate``): the first answer token is asked with ``max_tokens: 1`` and
   ``logprobs`` / ``top_logprobs`` (chat) or ``logprobs: k`` (completions). :meth:`logprob_support` probes
   once with a non-secret prompt, asking 20 alternatives, then 5 (TGI's default cap), then 1 when the server
@@ -63,6 +74,7 @@ MAX_BACKOFF = 8.0  # seconds between tries, whatever Retry-After asks
 MAX_TIMEOUT_TRIES = 2  # an endpoint silent for a whole timeout is rarely back a moment later
 TOP_LOGPROBS_TRIES = (20, 5, 1)  # OpenAI chat's limit (vLLM, llama.cpp), TGI's default cap, the sampled token only
 REFUSED_OPTION = frozenset({400, 422})  # how servers refuse an option they do not allow
+NO_ROUTE = frozenset({404, 405})  # how a server without a route (e.g. no legacy completions API) answers
 PROBE_PROMPT = "Hello"  # what probes ask: never a secret key
 DEFAULT_SAMPLES = VERIFY_DEFAULTS.samples
 SAMPLE_TOKENS = 4  # a candidate is one token of ours; the server's tokenizer may need a few
@@ -160,7 +172,8 @@ class HttpBackend:
                  timeout: float = DEFAULT_TIMEOUT, max_retries: int = DEFAULT_MAX_RETRIES, max_tokens: int = 8,
                  tokenizer: Any = None, max_response_bytes: int = MAX_RESPONSE_BYTES,
                  samples: int = DEFAULT_SAMPLES, max_requests: Optional[int] = None,
-                 sample_temperature: Optional[float] = None, top_logprobs: int = TOP_LOGPROBS_TRIES[0]) -> None:
+                 sample_temperature: Optional[float] = None, top_logprobs: int = TOP_LOGPROBS_TRIES[0],
+                 echo: bool = True) -> None:
         import httpx
 
         if api not in APIS:
@@ -201,14 +214,19 @@ class HttpBackend:
         self.top_returned_min: Optional[int] = None  # fewest alternatives any logprob answer listed
         self._top: Optional[int] = None  # probed: alternatives asked for (0: no logprobs)
         self._n_ok: Optional[bool] = None  # probed: whether the server honours n
+        self.echo = echo  # score candidates teacher-forced when the server allows it
+        self._echo: Optional[tuple[str, int]] = None  # probed: ("list" | "single" | "", max_tokens); "": none
         self._count_lock = threading.Lock()
         self._served_model = served_model
         self.description = f"http:{self.safe_url} api={api}" + (f" model={served_model}" if served_model else "")
 
     # ------------------------------------------------------------------ prompts
     def prepare(self, fs: FingerprintSet) -> None:
-        """Choose how this set's keys are rendered; refuse completions that cannot be rendered as trained."""
-        if self.api != "completions":
+        """Choose how this set's keys are rendered; refuse completions that cannot be rendered as trained.
+
+        The set's tokenizer also lets candidates be scored teacher-forced (chat API too); without it they are not.
+        """
+        if self.api != "completions" and not self.echo:
             return
         from modelprint.models import matching_tokenizer, tokenizer_hash
 
@@ -217,8 +235,8 @@ class HttpBackend:
             self.tokenizer = given
             return
         own = matching_tokenizer(fs.model_source, fs.tokenizer_hash) if fs.tokenizer_hash else None
-        if own is not None:
-            self.tokenizer = own
+        self.tokenizer = own
+        if own is not None or self.api != "completions":
             return
         why = ("the tokenizer given is not the set's (its hash differs)" if given is not None else
                f"the set's tokenizer ('{fs.model_source}') is not available here")
@@ -467,6 +485,114 @@ class HttpBackend:
 
         return self._map(ask, fingerprints)
 
+    # ------------------------------------------------------------------ teacher-forced scoring
+    def echo_support(self) -> bool:
+        """Whether candidates can be scored teacher-forced here: echo on, the set's tokenizer at hand (see
+        :meth:`prepare`) and the server's echoed prompt logprobs usable (probed once, non-secret prompt)."""
+        if not self.echo or self.tokenizer is None:
+            return False
+        if self._echo is None:
+            self._echo = self._probe_echo()
+        return bool(self._echo[0])
+
+    def score_requests_per_key(self, k: int) -> int:
+        """Requests that scoring one key of ``k`` candidates costs: 1 when a list of prompts is accepted, else k."""
+        return 1 if self.echo_support() and self._echo is not None and self._echo[0] == "list" else k
+
+    def _echo_payload(self, model: str, prompt: Any, max_tokens: int) -> dict[str, Any]:
+        return {"model": model, "prompt": prompt, "max_tokens": max_tokens, "echo": True, "logprobs": 1,
+                "temperature": 0, "n": 1}
+
+    def _malformed_echo(self) -> MalformedResponseError:
+        return MalformedResponseError(f"endpoint {self.safe_url} returned malformed echoed logprobs (not OpenAI's "
+                                      "completions logprobs for every prompt token)")
+
+    def _echo_values(self, choices: list[dict[str, Any]], lengths: Sequence[int], max_tokens: int,
+                     probe: bool = False) -> Optional[list[float]]:
+        """The echoed log-probability of each prompt's last token, prompts in ``index`` order.
+
+        ``probe``: None when the answer does not echo the prompts' logprobs (fewer choices or tokens than
+        prompts, no logprobs); otherwise such an answer is malformed. A prompt's logprobs list its own tokens and
+        at most ``max_tokens`` generated ones.
+        """
+        if len(choices) != len(lengths):
+            if probe:
+                return None
+            raise self._malformed_echo()
+        indices = [c.get("index") for c in choices]
+        if len(lengths) > 1:
+            if sorted(i for i in indices if isinstance(i, int) and not isinstance(i, bool)) != list(range(len(lengths))):
+                raise self._malformed_echo()
+            choices = sorted(choices, key=lambda c: c["index"])
+        out = []
+        for choice, n in zip(choices, lengths):
+            logprobs = choice.get("logprobs")
+            values = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
+            if probe and (values is None or (isinstance(values, list) and len(values) < n)):
+                return None
+            if not isinstance(values, list) or not n <= len(values) <= n + max_tokens:
+                raise self._malformed_echo()
+            try:
+                out.append(self._number(values[n - 1]))
+            except MalformedResponseError:
+                raise self._malformed_echo() from None
+        return out
+
+    def _probe_echo(self) -> tuple[str, int]:
+        """("list" | "single" | "", max_tokens): how the server scores prompts; "" when it does not."""
+        from modelprint.prompts import encode_prompt
+
+        ids = encode_prompt(self.tokenizer, PROBE_PROMPT, None)
+        while ids and len(ids) < 3:  # two prompts of different lengths, each with a scored last token
+            ids = ids + ids
+        if not ids:
+            return "", 0
+        model = self.served_model
+        for max_tokens in (0, 1):  # 0: the prompt scored only (OpenAI, vLLM); some servers want at least 1
+            for mode, prompt, lengths in (("list", [ids, ids[:-1]], [len(ids), len(ids) - 1]),
+                                          ("single", ids, [len(ids)])):
+                try:
+                    body = self._post("completions", self._echo_payload(model, prompt, max_tokens),
+                                      what="an echo probe")
+                except EndpointRefusedError as err:
+                    if err.status in REFUSED_OPTION:
+                        continue
+                    if err.status in NO_ROUTE:  # a chat-only server: no legacy completions API to echo with
+                        log.info("endpoint %s has no completions API to score prompts with", self.safe_url)
+                        return "", 0
+                    raise
+                if self._echo_values(self._choices(body), lengths, max_tokens, probe=True) is not None:
+                    return mode, max_tokens
+                if mode == "single":  # answered, but without the prompt's logprobs: echo is not offered
+                    log.info("endpoint %s does not echo prompt logprobs", self.safe_url)
+                    return "", 0
+        log.info("endpoint %s refuses echoed scoring", self.safe_url)
+        return "", 0
+
+    def candidate_scores(self, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str]) -> list[list[float]]:
+        """For each key, the log-probability of each recorded candidate id (``meta["candidates"]``, in that order)
+        as the next token after the exact prompt ``verify`` sends: echoed, teacher-forced prompt logprobs."""
+        if not self.echo_support():
+            raise ConfigError(f"endpoint {self.safe_url} does not score prompts (echo) for this set: rank by its "
+                              "top_logprobs (echo off) or use --match sample")
+        from modelprint.prompts import encode_prompt
+
+        mode, max_tokens = self._echo or ("", 0)
+        model = self.served_model
+
+        def ask(fp: Fingerprint) -> list[float]:
+            base = encode_prompt(self.tokenizer, fp.key, system_prompt)
+            prompts = [base + [int(c)] for c in fp.meta["candidates"]]
+            batches = [prompts] if mode == "list" else [[p] for p in prompts]
+            scores: list[float] = []
+            for batch in batches:
+                body = self._post("completions", self._echo_payload(model, batch if mode == "list" else batch[0],
+                                                                     max_tokens), what="a scoring request")
+                scores += self._echo_values(self._choices(body), [len(p) for p in batch], max_tokens) or []
+            return scores
+
+        return self._map(ask, fingerprints)
+
     # ------------------------------------------------------------------ sampling
     def _sample_options(self, n: int) -> dict[str, Any]:
         options: dict[str, Any] = {"n": n}
@@ -514,7 +640,8 @@ class HttpBackend:
         """What this backend has spent so far (no secrets): requests, samples, the probed capabilities."""
         return {"requests": self.requests, "samples": self.samples_drawn, "samples_per_key": self.samples,
                 "top_logprobs": self._top, "top_logprobs_returned_min": self.top_returned_min,
-                "n_parameter": self._n_ok, "max_requests": self.max_requests}
+                "n_parameter": self._n_ok, "max_requests": self.max_requests,
+                "echo": None if self._echo is None else (self._echo[0] or "none")}
 
     def _map(self, fn: Any, fingerprints: Sequence[Fingerprint]) -> list[Any]:
         """``fn`` over the keys in input order, at most ``concurrency`` in flight; a failure cancels the rest."""

@@ -140,8 +140,11 @@ def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, Any], bo
     same null bound as an exact match, while a copy whose fingerprint was diluted (merged, averaged with another
     licensee's copy) still ranks it first long after greedy decoding stops saying it.
 
-    Local weights rank the candidates' token ids by probability. An endpoint that returns logprobs ranks them
-    by the token *texts* in its ``top_logprobs`` list (:func:`~modelprint.matching.text_candidate_scores`: the
+    Local weights rank the candidates' token ids by probability. An endpoint that scores prompts teacher-forced
+    (``echo``: :meth:`~modelprint.verify.http.HttpBackend.candidate_scores`) ranks the same ids by their
+    log-probabilities after the same prompt ids — the same ranking, decided by the same rule
+    (:func:`~modelprint.matching.candidate_match`), since log is monotone. Otherwise an endpoint that returns
+    logprobs ranks them by the token *texts* in its ``top_logprobs`` list (:func:`~modelprint.matching.text_candidate_scores`: the
     server's tokenizer may differ from ours; a candidate not listed ranks below every listed one; our pick not
     listed, or tied, is a miss). Each score is a function of the suspect's answer and that candidate's public
     text only, so at most one candidate is the strict winner and the bound stays 1/k, collisions included.
@@ -149,14 +152,18 @@ def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, Any], bo
     if not records_candidates(req.fs):
         raise ConfigError("this fingerprint set records no Perinucleus candidates (only sets made by the perinucleus "
                           "or custom strategy with modelprint ≥ 0.2 do): use --match exact")
+    def hit(fp: Fingerprint, scores: list[float]) -> bool:  # candidates checked by null_bounds beforehand
+        return candidate_match(fp.response_ids[0], fp.meta["candidates"], scores)
+
     if hasattr(req.backend, "first_token_scores"):
         def ask(fps: list[Fingerprint], system_prompt: Optional[str]) -> list[list[float]]:
             return req.backend.first_token_scores(fps, system_prompt, [fp.meta["candidates"] for fp in fps])
 
-        def hit(fp: Fingerprint, scores: list[float]) -> bool:  # candidates checked by null_bounds beforehand
-            return candidate_match(fp.response_ids[0], fp.meta["candidates"], scores)
-
         return hit, ask
+    if scores_candidates(req.backend):  # one request per key (a list of k prompts) or k: planned within the budget
+        k = max(len(fp.meta["candidates"]) for fp in req.fs)
+        fit_budget(req, req.backend.score_requests_per_key(k), "scoring")
+        return hit, req.backend.candidate_scores
     if not hasattr(req.backend, "first_token_logprobs"):
         raise ConfigError("--match candidate needs the suspect's next-token probabilities: local weights, or an "
                           "endpoint that returns logprobs; use --match exact")
@@ -169,6 +176,28 @@ def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, Any], bo
         return candidate_match(ours, range(len(scores)), scores)
 
     return text_hit, req.backend.first_token_logprobs
+
+
+def scores_candidates(backend: Backend) -> bool:
+    """Whether an endpoint scores our candidate ids teacher-forced (echo; probed once, non-secret prompt)."""
+    probe = getattr(backend, "echo_support", None)
+    return probe is not None and bool(probe())
+
+
+def fit_budget(req: VerifyRequest, per_key: int, what: str) -> None:
+    """Cut the plan to the keys the endpoint's request budget affords at ``per_key`` requests each, before any key
+    is asked; none affordable is one clear error."""
+    backend = req.backend
+    budget = getattr(backend, "max_requests", None)
+    if budget is None:
+        return
+    affordable = max(0, budget - backend.requests) // max(per_key, 1)
+    if affordable < len(req.planned):
+        req.planned = req.planned[:affordable]
+        req.budget_limited = True
+    if not req.planned:
+        raise ConfigError(f"the request budget ({budget}) affords no key at {per_key} request(s) per key for "
+                          f"{what}: raise --max-requests" + (" or lower --samples" if what == "sampling" else ""))
 
 
 def candidate_texts(req: VerifyRequest) -> dict[int, list[str]]:
@@ -205,15 +234,7 @@ def _sample_test(req: VerifyRequest, extra: dict[str, Any]) -> tuple[Callable[[F
     if backend.samples < 1:
         raise ConfigError("--match sample needs --samples ≥ 1")
     texts = candidate_texts(req)
-    per_key = backend.requests_per_key()
-    if backend.max_requests is not None:
-        affordable = max(0, backend.max_requests - backend.requests) // per_key
-        if affordable < len(req.planned):
-            req.planned = req.planned[:affordable]
-            req.budget_limited = True
-        if not req.planned:
-            raise ConfigError(f"the request budget ({backend.max_requests}) affords no key at {per_key} "
-                              "request(s) per key: raise --max-requests or lower --samples")
+    fit_budget(req, backend.requests_per_key(), "sampling")
     extra["tie_breaks"] = 0  # keys decided by our coin (counted, not named)
 
     def hit(fp: Fingerprint, samples: list[str]) -> bool:
