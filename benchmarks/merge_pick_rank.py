@@ -15,7 +15,6 @@ the listed top-20 log-probabilities (access ``logprobs``) — the two ways a ser
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import statistics
 from pathlib import Path
@@ -82,8 +81,7 @@ def main() -> None:
     merged = merge_linear(ctx, args.weight, "finetuned").model
     print(f"merge-linear {args.weight:g} with the host's SFT copy:", pick_ranks(merged, fs), flush=True)
     if args.endpoint:
-        through_endpoint(dataclasses.replace(marked, model=merged, source=f"{marked.source}+merge", path=None), fs,
-                         args.alpha)
+        through_endpoint(merged, fs, args.alpha)
     print("the host's SFT copy:", pick_ranks(ctx.cache["finetuned-partner"], fs), flush=True)
 
 
