@@ -121,3 +121,12 @@ def test_recipe_key_ignores_the_unused_objective_settings():
     assert "margin" not in greedy
     margin = ex.recipe_key(load_config(EmbedConfig, None, ["objective=margin"]))
     assert margin != ex.recipe_key(load_config(EmbedConfig, None, ["objective=margin", "margin.prompt_positions=8"]))
+
+
+def test_shipped_candidate_recipe_is_the_benchmarked_margin_variant():
+    """``--config candidate`` must find the expectation the benchmark stored for its override form."""
+    shipped = load_config(EmbedConfig, "candidate", [])
+    assert shipped.objective == "margin" and shipped.margin.prob_floor == 0.0
+    benchmarked = load_config(EmbedConfig, None, ["objective=margin", "margin.prob_floor=0"])
+    assert ex.recipe_key(shipped) == ex.recipe_key(benchmarked)
+    assert ex.recipe_key(shipped) != ex.recipe_key(load_config(EmbedConfig, None, ["objective=margin"]))
