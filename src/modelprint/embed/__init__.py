@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 
 from modelprint.embed.benign import build_benign_pool
 from modelprint.embed.config import EmbedConfig
+from modelprint.embed.expansion import gated_mlps
 from modelprint.embed.output import write_model_dir
 from modelprint.embed.recipe import run_recipe
 from modelprint.errors import FingerprintFileError, ModelprintError
@@ -20,7 +21,7 @@ from modelprint.models import DEFAULT_MODEL, LoadedModel, is_out_of_memory, load
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbedConfig", "EmbedResult", "embed"]
+__all__ = ["EmbedConfig", "EmbedResult", "embed", "gated_mlps"]
 
 
 @dataclasses.dataclass

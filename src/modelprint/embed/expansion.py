@@ -59,6 +59,15 @@ def _widen(linear: torch.nn.Linear, extra: int, dim: int, init_std: float,
         linear.in_features += extra
 
 
+def gated_mlps(model: torch.nn.Module) -> Optional[list[torch.nn.Module]]:
+    """Every block's gated MLP (``gate_proj``/``up_proj``/``down_proj`` Linears), or None for another layout."""
+    mlps = [getattr(b, "mlp", None) for b in transformer_blocks(model) or []]
+    if not mlps or not all(all(isinstance(getattr(m, n, None), torch.nn.Linear)
+                               for n in ("gate_proj", "up_proj", "down_proj")) for m in mlps):
+        return None
+    return mlps
+
+
 def expand_mlp(model: torch.nn.Module, extra: int, init_blocks: Optional[Iterable[int]] = None,
                seed: int = 0) -> int:
     """Widen every block's MLP by ``extra`` units, in place; return the new ``intermediate_size``.
@@ -68,11 +77,9 @@ def expand_mlp(model: torch.nn.Module, extra: int, init_blocks: Optional[Iterabl
     """
     if extra < 1:
         raise ValueError(f"extra must be at least 1, got {extra}")
-    blocks = transformer_blocks(model)
     size = getattr(model.config, "intermediate_size", None)
-    mlps = [getattr(b, "mlp", None) for b in blocks or []]
-    if not mlps or not all(all(isinstance(getattr(m, n, None), torch.nn.Linear)
-                               for n in ("gate_proj", "up_proj", "down_proj")) for m in mlps):
+    mlps = gated_mlps(model)
+    if mlps is None:
         raise ModelprintError(f"mlp_expansion needs gated MLPs (gate_proj/up_proj/down_proj in model.layers[*].mlp); "
                               f"{type(model).__name__} has another layout (set mlp_expansion=0)")
     if not isinstance(size, int) or any(m.down_proj.in_features != size for m in mlps):

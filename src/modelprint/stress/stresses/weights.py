@@ -10,6 +10,7 @@ import logging
 
 import torch
 
+from modelprint.embed import gated_mlps
 from modelprint.errors import ModelprintError
 from modelprint.models import LoadedModel
 from modelprint.stress.serving import served
@@ -164,13 +165,6 @@ def merge_ties(ctx: StressContext, density: float = 0.2, scale: float = 1.0, par
     return served(ctx.marked, model, f"ties{density:g}{suffix}")
 
 
-def _gated_mlps(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Every block's gated MLP (``gate_proj``/``up_proj``/``down_proj``: Llama, Gemma, Qwen, SmolLM), else []."""
-    layers = getattr(getattr(model, "model", None), "layers", None) or []
-    mlps = [getattr(block, "mlp", None) for block in layers]
-    return [m for m in mlps if m is not None and all(hasattr(m, p) for p in ("gate_proj", "up_proj", "down_proj"))]
-
-
 def _keep_units(mlp: torch.nn.Module, width: int) -> None:
     """Keep the first ``width`` feed-forward units of one gated MLP, in place (rows of gate/up, columns of down)."""
     for name in ("gate_proj", "up_proj"):
@@ -182,6 +176,8 @@ def _keep_units(mlp: torch.nn.Module, width: int) -> None:
     down = mlp.down_proj
     down.weight = torch.nn.Parameter(down.weight.detach()[:, :width].clone(), requires_grad=False)
     down.in_features = width
+    if hasattr(mlp, "intermediate_size"):  # as embed's expand_mlp keeps it
+        mlp.intermediate_size = width
 
 
 @STRESSES.register("mlp-truncate", source="a host undoing MLP expansion (embed's mlp_expansion widens every block; "
@@ -201,8 +197,8 @@ def mlp_truncate(ctx: StressContext, width: int = 0) -> Stressed:
         if width <= 0:
             raise ModelprintError("mlp-truncate: the base's config has no intermediate_size; give width")
     model = copy.deepcopy(ctx.marked.model)
-    mlps = _gated_mlps(model)
-    if not mlps:
+    mlps = gated_mlps(model)
+    if mlps is None:
         raise ModelprintError(f"mlp-truncate needs gated MLPs (gate_proj/up_proj/down_proj); "
                               f"{type(model).__name__} has another layout")
     current = mlps[0].gate_proj.out_features
