@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import resource
 import sys
@@ -49,6 +48,7 @@ from modelprint.generate import GenerateConfig, generate  # noqa: E402
 from modelprint.models import LoadedModel, is_out_of_memory, load_model  # noqa: E402
 from modelprint.verify import retention  # noqa: E402
 from modelprint.verify.verifiers import records_candidates  # noqa: E402
+from devices import use_device  # noqa: E402
 from summary import FIGURES as EMBED_FIGURES, Figures, header_cells, row_cells, summarize, \
     summary_cells  # noqa: E402
 
@@ -63,22 +63,6 @@ FIGURES: Figures = {
     "seconds_verify": ("verify s", "{:.0f}", False),
     "peak_memory_gb": ("peak GB", "{:.2f}", False),
 }
-
-
-def use_device(name: Optional[str]) -> torch.device:
-    """Make every stage run on ``name`` (None: CUDA when available) — see the module docstring for embed's device."""
-    if name == "cpu":
-        os.environ["ACCELERATE_USE_CPU"] = "true"
-        if not torch.cuda.is_initialized():  # once CUDA is initialised this no longer hides it; the run check catches it
-            os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        if name == "cuda":
-            raise SystemExit("--device cuda: CUDA is not available on this machine")
-        return torch.device("cpu")
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
-        raise SystemExit("ACCELERATE_USE_CPU is set: embed would train on the CPU; unset it or pass --device cpu")
-    return torch.device("cuda")
 
 
 def ran_out_of_memory(exc: BaseException) -> bool:

@@ -1,7 +1,7 @@
 """Retention and utility cost of the embedding recipe, as a distribution over secrets and seeds.
 
     python benchmarks/embed.py [--sizes 64] [--variants default,no-benign] [--seeds 5] [--tasks quick]
-                               [--model smollm2-135m] [--json rows.jsonl]
+                               [--stress merge-ft,ties-ft] [--model smollm2-135m] [--device cuda] [--json rows.jsonl]
 
 Every (size, variant) runs ``--seeds`` times; each run draws a fresh fingerprint set from the operating system's
 randomness (as a user's run does) and trains with recipe seed 0, 1, …  With ``--json``, runs already in the file
@@ -11,6 +11,13 @@ with the base at the end), retention (as verify asks), perplexity change on Wiki
 suite's quick tasks (MMLU, PIQA, OpenBookQA, … ratio to the base model, with each task's 95 % interval kept in the
 JSON).  Then a summary per (size, variant): mean ± sd and the worst run for each figure — one lucky run is not a
 result.  Variants are recipe overrides, so any knob can be compared: ``--variant-def name:key=value,key=value``.
+
+``--stress`` puts each run's robustness next to its cost, so a recipe is judged on both at once (the frontier):
+for every named attack in :data:`ROBUSTNESS` (a merge with the host's own fine-tune, its SFT, a confidence gate …)
+the share of keys that still verify (``--match``, default ``auto``: candidate ranking on the merged weights, which
+is what an endpoint that scores prompts sees, or through the host's decoding for decoding attacks) and whether the
+verdict stays ``match`` at ``--alpha``; the summary gives the mean, spread, worst seed and the share of seeds
+that matched.  The host's fine-tuned partner does not depend on our model and is trained once per process.
 """
 from __future__ import annotations
 
@@ -33,7 +40,11 @@ from modelprint.embed.expectations import Expectation, FigureSummary, recipe_key
 from modelprint.evaluation import normalized_utility, run_suite  # noqa: E402
 from modelprint.generate import generate  # noqa: E402
 from modelprint.models import load_model  # noqa: E402
-from summary import FIGURES, header_cells, row_cells, summarize, summary_cells  # noqa: E402
+from modelprint.stress.blueprint import StressContext, get_stress  # noqa: E402
+from modelprint.stress.runner import verification_backend, verification_cell  # noqa: E402
+from modelprint.stress.suites import Entry  # noqa: E402
+from devices import use_device  # noqa: E402
+from summary import FIGURES, Figures, header_cells, row_cells, summarize, summary_cells  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -47,7 +58,46 @@ VARIANTS: dict[str, list[str]] = {
     "plain": ["benign.per_fingerprint=0", "augmentation.copies=0", "freeze_embeddings=false"],
 }
 
-def finished_runs(path: str, model: str, tasks: Optional[str]) -> dict[tuple[int, str, int], dict[str, Any]]:
+#: the attacks ``--stress`` can put next to a recipe's cost (the paper suite's rows a served copy must survive)
+ROBUSTNESS: dict[str, Entry] = {
+    "merge-ft": Entry("merge-linear", {"weight": 0.5, "partner": "finetuned"}),
+    "ties-ft": Entry("merge-ties", {"density": 0.2, "partner": "finetuned"}),
+    "merge-base": Entry("merge-linear", {"weight": 0.5}),
+    "host-sft": Entry("host-sft", {"n": 128, "epochs": 1}),
+    "gate-0.95": Entry("detect-topk", {"gate": 0.95}),
+    "gate-0.5": Entry("detect-topk", {"gate": 0.5}),
+    "suppress": Entry("suppress-topk"),
+}
+
+
+def stress_figures(names: list[str]) -> Figures:
+    """Per attack: the share of keys verified and (as 1/0 per run, so its mean is the share of seeds) the verdict."""
+    out: Figures = {}
+    for name in names:
+        out[name] = (name, "{:.1%}", True)
+        out[f"{name} match"] = (f"{name} ✓", "{:.0%}", True)
+    return out
+
+
+def robustness(marked, base, fs, names: list[str], cache: dict[str, Any], alpha: float,
+               match: str) -> dict[str, Any]:
+    """Each named attack on ``marked`` and how verify fares on what the host then serves (no secret recorded)."""
+    ctx = StressContext.from_set(marked, base, fs, seed=0)
+    ctx.cache = cache  # the host's fine-tuned partner is trained once, not once per run
+    row: dict[str, Any] = {"stress": {}}
+    for name in names:
+        entry = ROBUSTNESS[name]
+        stressed = get_stress(entry.stress).run(ctx, **entry.params)
+        cell = verification_cell(verification_backend(stressed, match), fs, alpha, match, seed=0)
+        row["stress"][name] = {"label": entry.label, "scope": stressed.scope,
+                               **{k: cell[k] for k in ("rate", "matches", "n", "verdict", "log10_p", "match_mode")}}
+        row[name] = cell["rate"]
+        row[f"{name} match"] = 1.0 if cell["verdict"] == "match" else 0.0
+    return row
+
+
+def finished_runs(path: str, model: str, tasks: Optional[str],
+                  stresses: tuple[str, ...] = ()) -> dict[tuple[int, str, int], dict[str, Any]]:
     """Runs already in ``path`` (same size, variant, seed and overrides): a killed benchmark resumes from them."""
     done: dict[tuple[int, str, int], dict[str, Any]] = {}
     if not os.path.exists(path):
@@ -60,12 +110,15 @@ def finished_runs(path: str, model: str, tasks: Optional[str]) -> dict[tuple[int
                 continue  # a summary line, or a variant whose definition changed since
             if tasks and row.get("task_utility") is None:
                 continue
+            if any(name not in row for name in stresses):
+                continue  # measured without an attack this run asks for
             done[(row["n"], row["variant"], row["seed"])] = row
     return done
 
 
 def run_once(base, n: int, overrides: list[str], seed: int, tasks: Optional[str],
-             base_tasks: Optional[dict]) -> dict[str, Any]:
+             base_tasks: Optional[dict], stresses: list[str], cache: dict[str, Any], alpha: float,
+             match: str) -> dict[str, Any]:
     fs = generate(base, num_fingerprints=n)  # a fresh OS secret, like a user's run
     cfg = load_config(EmbedConfig, None, [*overrides, f"seed={seed}"])
     start = time.perf_counter()
@@ -80,6 +133,8 @@ def run_once(base, n: int, overrides: list[str], seed: int, tasks: Optional[str]
         scored = run_suite(result.model, tasks, seed=0)
         row["tasks"] = {k: v.to_dict() if hasattr(v, "to_dict") else vars(v) for k, v in scored.items()}
         row["task_utility"] = normalized_utility(scored, base_tasks or {}).get("mean")
+    if stresses:
+        row.update(robustness(result.model, base, fs, stresses, cache, alpha, match))
     return row
 
 
@@ -91,7 +146,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5, help="runs per (size, variant), each with a fresh secret")
     ap.add_argument("--tasks", choices=["quick", "full"], default=None,
                     help="also measure normalized task utility with this evaluation suite (slow)")
+    ap.add_argument("--stress", default="", help=f"comma list of attacks to measure each run against: "
+                                                  f"{', '.join(ROBUSTNESS)}")
+    ap.add_argument("--match", default="auto", help="how the attacked copies are verified (auto, candidate, exact)")
+    ap.add_argument("--alpha", type=float, default=1e-6)
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--json", default=None, help="append one JSON line per run and per summary to this file; "
                                                   "runs already in it are read back, not rerun (resume)")
     ap.add_argument("--expectations", default=None,
@@ -104,10 +164,15 @@ def main() -> None:
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown or args.seeds < 1:
         ap.error(f"unknown variant(s) {unknown} (known: {', '.join(VARIANTS)})" if unknown else "--seeds must be ≥ 1")
-    done = finished_runs(args.json, args.model, args.tasks) if args.json else {}
-    base = load_model(args.model)
+    stresses = [name for name in args.stress.split(",") if name]
+    if any(name not in ROBUSTNESS for name in stresses):
+        ap.error(f"unknown --stress in '{args.stress}' (known: {', '.join(ROBUSTNESS)})")
+    figures = {**FIGURES, **stress_figures(stresses)}
+    done = finished_runs(args.json, args.model, args.tasks, tuple(stresses)) if args.json else {}
+    base = load_model(args.model, device=use_device(args.device))
     base_tasks = run_suite(base, args.tasks, seed=0) if args.tasks else None
-    header = f"{'n':>5} {'variant':<18} {'seed':>4} " + header_cells(FIGURES)
+    cache: dict[str, Any] = {}
+    header = f"{'n':>5} {'variant':<18} {'seed':>4} " + header_cells(figures)
     print(header, flush=True)
     summaries = []
     for n in [int(s) for s in args.sizes.split(",")]:
@@ -116,18 +181,19 @@ def main() -> None:
             for seed in range(args.seeds):
                 row = done.get((n, variant, seed))
                 if row is None:
-                    row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks)
+                    row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks, stresses, cache,
+                                   args.alpha, args.match)
                 rows.append(row)
-                print(f"{n:>5} {variant:<18} {seed:>4} " + row_cells(row, FIGURES), flush=True)
+                print(f"{n:>5} {variant:<18} {seed:>4} " + row_cells(row, figures), flush=True)
                 if args.json and (n, variant, seed) not in done:
                     with open(args.json, "a") as fh:
                         fh.write(json.dumps({"model": args.model, "n": n, "variant": variant,
                                             "overrides": VARIANTS[variant], **row},
                                             default=str) + "\n")
-            summaries.append((n, variant, summarize(rows, FIGURES)))
+            summaries.append((n, variant, summarize(rows, figures)))
     print("\nsummary over seeds: mean ± sd (worst run)")
     for n, variant, summary in summaries:
-        print(f"{n:>5} {variant:<18} " + summary_cells(summary, FIGURES), flush=True)
+        print(f"{n:>5} {variant:<18} " + summary_cells(summary, figures), flush=True)
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps({"n": n, "variant": variant, "summary": summary}) + "\n")
@@ -136,7 +202,7 @@ def main() -> None:
                 model=args.model, n=n, variant=variant,
                 recipe=recipe_key(load_config(EmbedConfig, None, VARIANTS[variant])),
                 figures={name: FigureSummary(**{k: s[k] for k in ("mean", "sd", "worst")}, runs=int(s["runs"]))
-                         for name, s in summary.items()},
+                         for name, s in summary.items() if name in FIGURES},
                 command="python benchmarks/embed.py " + " ".join(sys.argv[1:]),
                 measured=f"{datetime.date.today()}, {os.cpu_count()} CPU cores"), args.expectations)
 

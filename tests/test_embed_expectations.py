@@ -130,3 +130,29 @@ def test_shipped_candidate_recipe_is_the_benchmarked_margin_variant():
     benchmarked = load_config(EmbedConfig, None, ["objective=margin", "margin.prob_floor=0"])
     assert ex.recipe_key(shipped) == ex.recipe_key(benchmarked)
     assert ex.recipe_key(shipped) != ex.recipe_key(load_config(EmbedConfig, None, ["objective=margin"]))
+
+
+def test_benchmark_resumes_only_runs_that_measured_the_asked_attacks(tmp_path):
+    bench = _embed_bench()
+    rows = tmp_path / "rows.jsonl"
+    lines = [{"model": "m", "n": 64, "variant": "default", "overrides": [], "seed": 0, "merge-ft": 0.9},
+             {"model": "m", "n": 64, "variant": "default", "overrides": [], "seed": 1}]
+    rows.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert sorted(bench.finished_runs(str(rows), "m", None, ("merge-ft",))) == [(64, "default", 0)]
+    assert sorted(bench.finished_runs(str(rows), "m", None, ("merge-ft", "ties-ft"))) == []
+    assert sorted(bench.finished_runs(str(rows), "m", None)) == [(64, "default", 0), (64, "default", 1)]
+
+
+def test_benchmark_robustness_of_an_unmarked_model_is_no_match(tiny, tiny_set, tiny_marked):
+    """The attack columns come from verify on the attacked copy: a model that never learned the set has nothing
+    to lose (0 keys, ``no match``); the marked one merged with itself keeps what plain verify finds."""
+    from modelprint.verify import verify
+
+    bench = _embed_bench()
+    unmarked = bench.robustness(tiny, tiny, tiny_set, ["merge-base"], {}, alpha=1e-3, match="exact")
+    assert unmarked["merge-base"] == 0.0 and unmarked["merge-base match"] == 0.0
+    assert unmarked["stress"]["merge-base"]["verdict"] == "no match"
+    same = bench.robustness(tiny_marked, tiny_marked, tiny_set, ["merge-base"], {}, alpha=1e-3, match="exact")
+    plain = verify(tiny_marked, tiny_set, alpha=1e-3, match="exact", sequential=False)
+    assert same["merge-base"] == plain.matches / plain.n_asked > 0.5
+    assert same["merge-base match"] == (1.0 if plain.verdict == "match" else 0.0)
