@@ -129,6 +129,10 @@ class EmbedConfig(StrictConfig):
                                           "weights θ₀ + α(θ − θ₀) (θ₀: the weights before embedding) and stop once "
                                           "both θ and they retain, so the fingerprints survive merging that scales the task "
                                           "vector down to α; None: off (greedy objective, full fine-tuning only)")
+    delta_density: Optional[float] = Field(
+        None, gt=0.0, le=1.0, description="share of each trained tensor's entries the embedding may change (the rest "
+                                           "stay the base's): a merge that trims task vectors to this density or "
+                                           "more (TIES) then keeps the whole change; None: every entry")
     retention_floor: float = Field(0.95, gt=0.0, le=1.0, description="what 'auto' averaging may not go below")
     stop_retention: float = Field(1.0, gt=0.0, le=1.0, description="stop once this share of fingerprints verifies")
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
@@ -144,6 +148,9 @@ class EmbedConfig(StrictConfig):
     def _objective_fits(self) -> "EmbedConfig":
         if self.objective == "margin" and self.averaging == "epoch":
             raise ValueError("averaging=epoch needs epochs; objective=margin trains in steps (use end or auto)")
+        if self.delta_density is not None and self.lora.enabled:
+            raise ValueError("delta_density confines the change of the weights themselves: LoRA's low-rank change "
+                             "is dense; use full fine-tuning (lora.enabled=false)")
         if self.pseudo_merge is not None and (self.objective != "greedy" or self.lora.enabled):
             raise ValueError("pseudo_merge trains through θ₀ + α(θ − θ₀): it needs objective=greedy and full "
                              "fine-tuning (lora.enabled=false)")

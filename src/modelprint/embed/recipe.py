@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from modelprint.embed.config import EmbedConfig
 from modelprint.embed.data import Example, collate, fingerprint_examples
 from modelprint.embed.frozen_bottom import FrozenBottom
+from modelprint.embed.sparse_delta import SparseDelta
 from modelprint.embed.margin import MarginData, build_margin_data, candidate_retention, key_terms, last_logits, \
     prompt_kl, satisfied
 from modelprint.embed.expansion import expand_mlp, trained_block_indices, transformer_blocks
@@ -278,7 +279,7 @@ def _epoch_examples(fp_examples: Sequence[Example], benign: Sequence[Example], p
 
 
 def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: MarginData,
-                  cfg: EmbedConfig, pad_id: int) -> list[EpochRecord]:
+                  cfg: EmbedConfig, pad_id: int, sparse: Optional[SparseDelta] = None) -> list[EpochRecord]:
     """Full-batch steps (chunks of ``batch_size``) until every pick leads its siblings by the margin, below the cap.
 
     History records one row per step: its loss and the share of keys whose pick led its siblings before the step.
@@ -330,8 +331,12 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
         if satisfied(lead, prob, s):  # judged on this step's forward pass: no update needed
             optimizer.zero_grad()
             break
+        if sparse is not None:
+            sparse.restrict(model)
         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
+        if sparse is not None:
+            sparse.project(model)
         optimizer.zero_grad()
     bar.close()
     model.eval()
@@ -340,7 +345,8 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
 
 def _greedy_epochs(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    fingerprints: FingerprintSet, cfg: EmbedConfig, work: Path, benign: Sequence[Example],
-                   tokenizer, base_state: dict[str, torch.Tensor], resume: bool) -> tuple[list[EpochRecord], float]:
+                   tokenizer, base_state: dict[str, torch.Tensor], resume: bool,
+                   sparse: Optional[SparseDelta] = None) -> tuple[list[EpochRecord], float]:
     """Epochs of fingerprints + augmented copies + benign anchors until greedy decoding reproduces enough of them."""
     checkpoint = work / "checkpoint"
     state_file = work / "progress.json"
@@ -380,8 +386,12 @@ def _greedy_epochs(accelerator, model: torch.nn.Module, optimizer: torch.optim.O
                 loss = batch_loss(model, batch, cfg.benign.weight, cfg.benign.loss, merged)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
+                    if sparse is not None:
+                        sparse.restrict(model)
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
+                if sparse is not None and accelerator.sync_gradients:
+                    sparse.project(model)
                 optimizer.zero_grad()
             losses.append(float(loss.detach()))
             bar.update(1)
@@ -447,16 +457,20 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
              accelerator.device, accelerator.num_processes)
 
     measure = retention_measure(fingerprints, cfg)
+    sparse = SparseDelta(cfg.delta_density, base_state) if cfg.delta_density is not None else None
     if margin:
         data = build_margin_data(base, fingerprints, benign, cfg.margin, cfg.seed)
-        history = _margin_steps(accelerator, model, optimizer, data, cfg, tokenizer.pad_token_id)
+        history = _margin_steps(accelerator, model, optimizer, data, cfg, tokenizer.pad_token_id, sparse)
         with full_precision(accelerator.unwrap_model(model)) as unwrapped:
             ret = measure(LoadedModel(unwrapped, tokenizer))
         log.info("margin objective: %d steps, candidate retention %.1f%%", len(history), 100 * ret)
     else:
         history, ret = _greedy_epochs(accelerator, model, optimizer, fingerprints, cfg, work, benign, tokenizer,
-                                      base_state, resume)
+                                      base_state, resume, sparse)
     unwrapped = drop_autocast(accelerator.unwrap_model(model))
+    if sparse is not None:
+        log.info("sparse weight change: %.1f%% of the trained entries differ from the base (density %g)",
+                 100 * sparse.share_changed(unwrapped), cfg.delta_density)
     if cfg.pseudo_merge is not None:  # training stopped on the lower of θ's and θ̃'s retention; report θ's own
         log.info("retention of θ and of its pseudo-merge (α = %g): at least %.1f%%", cfg.pseudo_merge, 100 * ret)
         ret = measure(LoadedModel(unwrapped, tokenizer))
