@@ -148,6 +148,8 @@ def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, Any], bo
     server's tokenizer may differ from ours; a candidate not listed ranks below every listed one; our pick not
     listed, or tied, is a miss). Each score is a function of the suspect's answer and that candidate's public
     text only, so at most one candidate is the strict winner and the bound stays 1/k, collisions included.
+    Both endpoint paths cut the plan to what the request budget affords before any key is asked
+    (:func:`fit_budget`), so the p-value is over exactly the keys asked.
     """
     if not records_candidates(req.fs):
         raise ConfigError("this fingerprint set records no Perinucleus candidates (only sets made by the perinucleus "
@@ -168,7 +170,8 @@ def _candidate_test(req: VerifyRequest) -> tuple[Callable[[Fingerprint, Any], bo
         raise ConfigError("--match candidate needs the suspect's next-token probabilities: local weights, or an "
                           "endpoint that returns logprobs; use --match exact")
     texts = candidate_texts(req)
-    req.backend.logprob_support()  # probe before any key is asked (refuses with one line when there are none)
+    if req.backend.logprob_support() > 0:  # probed before any key is asked (none: one line when keys are asked)
+        fit_budget(req, 1, "logprobs")  # one request per key, after the probes already spent
 
     def text_hit(fp: Fingerprint, entries: list[tuple[str, float]]) -> bool:
         ours = fp.meta["candidates"].index(fp.response_ids[0])
