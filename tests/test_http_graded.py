@@ -471,3 +471,19 @@ def test_logprobs_budget_too_small_for_alpha_is_one_line(fs, marked_app, marked_
         assert says in message and "--max-requests" in message and "\n" not in message
         assert not any(fp.key in message for fp in fs)
         assert backend.requests == marked_app.state.requests == 1  # the probe only
+
+
+def test_text_answers_plan_their_keys_within_the_request_budget(fs, marked_app, marked_url):
+    """Exact text matching through an endpoint costs one request per key: a budget smaller than the set asks the
+    first keys of the plan and no more, and its p-value is over exactly those; too small a budget is one line."""
+    backend = HttpBackend(marked_url, max_requests=10)
+    marked_app.state.requests = 0
+    rec = verify(backend, fs, match="exact", alpha=ALPHA, sequential=False)
+    assert rec.n_asked == 10 and backend.requests == marked_app.state.requests == 10
+    free = verify(HttpBackend(marked_url), fs, match="exact", alpha=ALPHA, sequential=False, max_queries=10)
+    assert (rec.matches, rec.verdict, rec.log10_p_value) == (free.matches, free.verdict, free.log10_p_value)
+    marked_app.state.requests = 0
+    with pytest.raises(ConfigError) as err:
+        verify(HttpBackend(marked_url, max_requests=2), fs, match="exact", alpha=ALPHA)
+    assert "--max-requests" in str(err.value) and "\n" not in str(err.value)
+    assert marked_app.state.requests == 0

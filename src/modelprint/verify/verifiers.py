@@ -97,6 +97,7 @@ def match_verifier(req: VerifyRequest) -> Outcome:
     elif req.match == "sample":
         hit, ask = _sample_test(req, extra)
     else:
+        fit_budget(req, 1, "text answers")  # an endpoint's budget: one request per key (local backends have none)
         hit, ask = (lambda fp, a: answer_matches(fp, a, req.match, space)), None
     # the bound of the comparison actually made (mode × the backend's space), recomputed from the set
     bounds = null_bounds(req.fs, req.match, space, set_tokenizer_source(req.fs, req.backend))
