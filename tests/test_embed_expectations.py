@@ -156,3 +156,14 @@ def test_benchmark_robustness_of_an_unmarked_model_is_no_match(tiny, tiny_set, t
     plain = verify(tiny_marked, tiny_set, alpha=1e-3, match="exact", sequential=False)
     assert same["merge-base"] == plain.matches / plain.n_asked > 0.5
     assert same["merge-base match"] == (1.0 if plain.verdict == "match" else 0.0)
+
+
+def test_shipped_robust_recipe_is_the_benchmarked_sparse_band_variant():
+    """``--config robust`` must find the expectation the benchmark stored for its override form."""
+    shipped = load_config(EmbedConfig, "robust", [])
+    assert shipped.objective == "margin" and shipped.delta_density == 0.1
+    benchmarked = load_config(EmbedConfig, None, ["objective=margin", "margin.margin=4", "margin.prob_floor=0.2",
+                                                  "delta_density=0.1"])
+    assert ex.recipe_key(shipped) == ex.recipe_key(benchmarked)
+    dense = load_config(EmbedConfig, None, ["objective=margin", "margin.margin=4", "margin.prob_floor=0.2"])
+    assert ex.recipe_key(shipped) != ex.recipe_key(dense)
