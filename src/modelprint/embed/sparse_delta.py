@@ -9,9 +9,9 @@ them. A change that lives on a ``density`` share of each tensor from the first s
 density or above: TIES then reduces to "our model plus the host's trimmed fine-tune".
 
 The support is chosen once, from the first step's gradient (per tensor, the entries with the largest magnitude): the
-entries the fingerprints need most (a resumed run keeps the entries it has already changed). Gradients outside it are zeroed before every step (so clipping and Adam's moments
-see only the support), and after every step the entries outside it are put back to the base weights (so no
-optimizer side effect, e.g. weight decay, can leak outside it).
+entries the fingerprints need most (a resumed run keeps the entries it has already changed). Gradients outside it
+are zeroed before every step (so clipping and Adam's moments see only the support), and after every step the entries
+outside it are put back to the base weights (so no optimizer side effect, e.g. weight decay, can leak outside it).
 """
 from __future__ import annotations
 
