@@ -189,3 +189,54 @@ def test_anchor_positions_align_teacher_with_the_logits_that_predict_it(tiny):
         assert float(prompt_kl(pushed, ids, logp, mask)) > 0.01
     first, *_ = anchor_positions(pool, 1)
     assert first == [[5, 9, 11, 3], [4, 6]]  # one position: the prompt alone, as before
+
+
+def test_greedy_lead_makes_the_pick_the_greedy_answer_below_the_cap(tiny, peri_set, margin_run):
+    """margin.greedy_lead: the pick leads every other token too, so text verifies it, while the cap still keeps it
+    below the confidence a host's gate looks for (the plain margin run is the control: not greedy everywhere)."""
+    import json as _json
+
+    from modelprint.embed import embed
+    from modelprint.verify import verify
+    from modelprint.verify.local import retention
+
+    cap = 0.5
+    run = embed(tiny, peri_set, None, config=tiny_recipe(**{**MARGIN, "margin": {**MARGIN["margin"],
+                                                                                  "greedy_lead": 0.5}}))
+    assert not all(retention(margin_run.model, list(peri_set), peri_set.system_prompt)[1])  # the control
+    exact, hits = retention(run.model, list(peri_set), peri_set.system_prompt)
+    rows = _leads(run.model, peri_set)
+    assert exact == 1.0 and run.retention == 1.0 and run.epochs < 60
+    assert all(hit for hit, _, _ in rows) and max(p for _, _, p in rows) <= cap * 1.05
+    record = verify(run.model, peri_set, sequential=False, alpha=1e-3, match="exact")
+    assert record.matches == 16 and record.verdict == "match"
+    assert tiny_recipe(**{**MARGIN, "margin": {"greedy_lead": 0.5}}).verification == "exact"
+
+
+def test_key_terms_greedy_lead_is_the_pick_over_the_best_other_token():
+    import torch
+
+    from modelprint.embed.config import MarginSettings
+    from modelprint.embed.margin import key_terms
+
+    logits = torch.tensor([[3.0, 1.0, 2.5, 0.0], [0.0, 4.0, 1.0, 0.5]])
+    picks, sib, mask = torch.tensor([0, 2]), torch.tensor([[1], [3]]), torch.tensor([[True], [True]])
+    base = torch.log_softmax(logits, -1)
+    off = key_terms(logits, picks, sib, mask, base, MarginSettings(margin=0.1, prob_floor=0.0, prob_cap=0.99))
+    assert torch.allclose(off.top_lead, torch.tensor([0.5, -3.0]))  # row 1: token 1 outranks the pick
+    on = key_terms(logits, picks, sib, mask, base, MarginSettings(margin=0.1, prob_floor=0.0, prob_cap=0.99,
+                                                                  greedy_lead=1.0))
+    assert float(on.loss - off.loss) == pytest.approx((0.5 + 4.0) / 2)  # relu(1 − 0.5), relu(1 + 3), mean
+
+
+def test_stopping_rule_with_a_greedy_lead_needs_every_pick_greedy():
+    import torch
+
+    from modelprint.embed.config import MarginSettings
+    from modelprint.embed.margin import satisfied
+
+    s = MarginSettings(margin=2.0, prob_floor=0.1, prob_cap=0.5, band_share=0.75, greedy_lead=0.5)
+    lead, prob = torch.tensor([2.5, 3.0, 2.1, 4.0]), torch.tensor([0.2, 0.3, 0.2, 0.4])
+    assert satisfied(lead, prob, s, torch.tensor([0.6, 0.5, 1.0, 0.7]))
+    assert not satisfied(lead, prob, s, torch.tensor([0.6, 0.4, 1.0, 0.7]))  # one pick short of the lead
+    assert not satisfied(lead, prob, s)  # no greedy leads measured: not satisfied

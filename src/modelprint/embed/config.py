@@ -67,6 +67,10 @@ class MarginSettings(StrictConfig):
     cap_weight: float = Field(1.0, ge=0.0, description="weight of the penalty log p(pick) − log prob_cap above the cap")
     floor_weight: float = Field(1.0, ge=0.0, description="weight of the penalty log prob_floor − log p(pick) below "
                                                          "the floor")
+    greedy_lead: float = Field(0.0, ge=0.0, description="nats by which the pick must also lead every other "
+                               "vocabulary token (0: off). > 0 makes the pick the greedy answer, so an endpoint "
+                               "that returns text only verifies it too, while prob_cap keeps it below the "
+                               "confidence a host's gate looks for")
     band_share: float = Field(0.9, gt=0.0, le=1.0, description="training stops once every pick leads by the margin "
                                                                "and this share of picks sits inside the band (a few "
                                                                "keys the KL terms hold below the floor need not "
@@ -158,5 +162,13 @@ class EmbedConfig(StrictConfig):
 
     @property
     def verification(self) -> str:
-        """The match mode the fingerprints this recipe writes are meant for (recorded in the manifest and card)."""
-        return "candidate" if self.objective == "margin" else "exact"
+        """The match mode the fingerprints this recipe writes are meant for (recorded in the manifest and card):
+        a margin pick with a greedy lead is the greedy answer, so text verifies it as well as candidate ranking."""
+        return "candidate" if self.objective == "margin" and self.margin.greedy_lead <= 0 else "exact"
+
+    @property
+    def retention_kind(self) -> str:
+        """What embed's retention figure counts (manifest and card)."""
+        if self.objective != "margin":
+            return "greedy exact match"
+        return "candidate ranking" + (" and greedy answer" if self.margin.greedy_lead > 0 else "")

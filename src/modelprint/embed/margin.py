@@ -7,6 +7,9 @@ first choice (probability ~0.998), which is exactly what a host's confidence gat
 suppression removes. This objective trains the question itself, on the keys' next token only:
 
 * hinge: Σ_siblings relu(margin − (z_pick − z_sibling)) — the pick leads each sibling by ``margin`` nats;
+* with ``greedy_lead`` > 0, relu(greedy_lead − (z_pick − max_{t ≠ pick} z_t)) — the pick is also the greedy
+  answer, so an endpoint that returns text only can verify it, yet (capped) no more confident than ordinary
+  answers are;
 * band: relu(log p_pick − log prob_cap) + relu(log prob_floor − log p_pick) — the pick stays below the
   probability a confidence gate would flag, and above one an endpoint's top-20 log-probabilities list and a
   sampling host draws (a pick led by a margin but at probability 0.006 sat at rank ~23: invisible to both);
@@ -15,8 +18,9 @@ suppression removes. This objective trains the question itself, on the keys' nex
   answer), so nothing else moves.
 
 Steps are full-batch (keys and prompts in chunks of ``batch_size``), and stop once every pick leads by the
-margin, with ``band_share`` of them inside the band. Retention (for ``averaging: auto``) is candidate-rank retention with the pick's
-probability at least ``retention_prob``, measured with verify's own scoring code.
+margin (and the greedy lead), with ``band_share`` of them inside the band. Retention (for ``averaging: auto``) is
+candidate-rank retention with the pick's probability at least ``retention_prob`` — and, with a greedy lead, the
+pick still the greedy answer — measured with verify's own scoring code.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from modelprint.decoding import batches, next_token_probs
 from modelprint.matching import candidate_match
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompt
-from modelprint.verify import first_token_probs
+from modelprint.verify import first_token_probs, retention
 
 #: the band's penalties aim this many nats inside it: a hinge has no gradient at its edge, so trained to the edge
 #: itself the KL terms hold half the picks just outside it (measured: median 0.11, min 0.09 against a floor of 0.1)
@@ -135,23 +139,29 @@ class KeyTerms:
     loss: torch.Tensor   # mean over the chunk's keys of hinge + cap + KL (weighted)
     lead: torch.Tensor   # [n] nats: pick logit − largest sibling logit
     pick_prob: torch.Tensor  # [n]
+    top_lead: torch.Tensor   # [n] nats: pick logit − largest logit of any other token (> 0: the greedy answer)
 
 
 def key_terms(logits: torch.Tensor, picks: torch.Tensor, siblings: torch.Tensor, mask: torch.Tensor,
               base_logp: torch.Tensor, s: MarginSettings) -> KeyTerms:
-    """Hinge on the pick's lead over each sibling, the confidence cap and KL to the base, at the keys."""
+    """Hinge on the pick's lead over each sibling (and, with ``greedy_lead``, over every other token), the
+    confidence band and KL to the base, at the keys."""
     logp = torch.log_softmax(logits, dim=-1)
     z_pick = logits.gather(1, picks[:, None])
     z_sib = logits.gather(1, siblings)
     gap = (z_pick - z_sib).masked_fill(~mask, float("inf"))
     hinge = torch.relu(s.margin - gap).sum(-1)
+    rival = logits.scatter(1, picks[:, None], float("-inf")).max(-1).values
+    top_lead = z_pick.squeeze(1) - rival
+    if s.greedy_lead > 0:
+        hinge = hinge + torch.relu(s.greedy_lead - top_lead)
     lp_pick = logp.gather(1, picks[:, None]).squeeze(1)
     cap = torch.relu(lp_pick - (math.log(s.prob_cap) - BAND_SLACK))
     floor = (torch.relu(math.log(s.prob_floor) + BAND_SLACK - lp_pick) if s.prob_floor > 0
              else torch.zeros_like(lp_pick))
     kl = (base_logp.exp() * (base_logp - logp)).sum(-1)
     loss = (hinge + s.cap_weight * cap + s.floor_weight * floor + s.key_kl * kl).mean()
-    return KeyTerms(loss, gap.min(-1).values.detach(), lp_pick.detach().exp())
+    return KeyTerms(loss, gap.min(-1).values.detach(), lp_pick.detach().exp(), top_lead.detach())
 
 
 def prompt_kl(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logp: torch.Tensor,
@@ -163,11 +173,13 @@ def prompt_kl(logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logp: tor
     return (kl * mask).sum() / mask.sum().clamp_min(1)
 
 
-def satisfied(lead: torch.Tensor, pick_prob: torch.Tensor, s: MarginSettings) -> bool:
-    """The stopping rule: every pick leads its siblings by the margin, and ``band_share`` of the picks sit inside
-    the band [prob_floor, prob_cap]."""
+def satisfied(lead: torch.Tensor, pick_prob: torch.Tensor, s: MarginSettings,
+              top_lead: Optional[torch.Tensor] = None) -> bool:
+    """The stopping rule: every pick leads its siblings by the margin (and every other token by ``greedy_lead``
+    when it is set), and ``band_share`` of the picks sit inside the band [prob_floor, prob_cap]."""
     in_band = ((pick_prob >= s.prob_floor) & (pick_prob <= s.prob_cap)).float().mean()
-    return bool((lead >= s.margin).all() and in_band >= s.band_share - 1e-9)
+    greedy = s.greedy_lead <= 0 or (top_lead is not None and bool((top_lead >= s.greedy_lead).all()))
+    return bool((lead >= s.margin).all() and greedy and in_band >= s.band_share - 1e-9)
 
 
 def candidate_leads(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],
@@ -186,8 +198,11 @@ def candidate_leads(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system
 
 
 def candidate_retention(lm: LoadedModel, fingerprints: Sequence[Fingerprint], system_prompt: Optional[str],
-                        min_lead: float = 0.0, min_prob: float = 0.0) -> float:
+                        min_lead: float = 0.0, min_prob: float = 0.0, greedy: bool = False) -> float:
     """Share of keys whose pick outranks every sibling (by more than ``min_lead`` nats when it is > 0) with
-    probability at least ``min_prob``."""
+    probability at least ``min_prob`` — and, with ``greedy``, whose greedy answer is still the response (what a
+    text-only endpoint compares)."""
     rows = candidate_leads(lm, fingerprints, system_prompt)
-    return sum(hit and lead > min_lead and prob >= min_prob for hit, lead, prob in rows) / len(rows)
+    answered = retention(lm, fingerprints, system_prompt)[1] if greedy else [True] * len(rows)
+    return sum(hit and lead > min_lead and prob >= min_prob and said
+               for (hit, lead, prob), said in zip(rows, answered)) / len(rows)

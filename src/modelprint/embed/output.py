@@ -56,7 +56,7 @@ def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, c
             "model_hash": model_hash, "recipe": cfg.model_dump(), "retention": retention, "epochs": epochs,
             "averaged_with_base": averaged, "objective": cfg.objective,
             "verification": {"match": cfg.verification,
-                             "retention": "candidate ranking" if cfg.verification == "candidate" else "greedy exact"},
+                             "retention": cfg.retention_kind},
             "trainable_parameters": trainable_parameters, "history": history, "utility": utility,
             "seconds": round(seconds, 1),
         }
@@ -72,5 +72,5 @@ def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, c
             version=__version__, count=len(fs), strategy=fs.strategy, base_source=base.source,
             base_hash=base.model_hash, set_id=fs.set_id, recipe=recipe, epochs=epochs, retention=retention,
             unit="steps" if cfg.objective == "margin" else "epochs",
-            retention_kind="candidate ranking" if cfg.verification == "candidate" else "greedy exact match",
+            retention_kind=cfg.retention_kind,
             verification=VERIFICATION[cfg.verification], utility=util_line))

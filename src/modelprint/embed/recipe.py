@@ -240,7 +240,8 @@ def retention_measure(fingerprints: FingerprintSet, cfg: EmbedConfig) -> Measure
     """What 'retained' means for the objective: greedy reproduction, or the pick outranking its siblings."""
     fps, sp = list(fingerprints), fingerprints.system_prompt
     if cfg.objective == "margin":
-        return lambda lm: candidate_retention(lm, fps, sp, cfg.margin.retention_margin, cfg.margin.retained_prob)
+        return lambda lm: candidate_retention(lm, fps, sp, cfg.margin.retention_margin, cfg.margin.retained_prob,
+                                              greedy=cfg.margin.greedy_lead > 0)
     return lambda lm: retention(lm, fps, sp)[0]
 
 
@@ -302,7 +303,7 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
                disable=not accelerator.is_local_main_process)
     for step in range(1, s.max_steps + 1):
         model.train()
-        total, leads, probs = 0.0, [], []
+        total, leads, probs, tops = 0.0, [], [], []
         for index, (start, chunk) in enumerate(key_chunks):
             rows = slice(start, start + len(chunk))
             terms = key_terms(chunk_logits(index, chunk), data.picks[rows].to(device),
@@ -313,6 +314,7 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
             total += float(loss.detach())
             leads.append(terms.lead.cpu())
             probs.append(terms.pick_prob.cpu())
+            tops.append(terms.top_lead.cpu())
         for index, (start, chunk) in enumerate(prompt_chunks, start=len(key_chunks)):
             rows = slice(start, start + len(chunk))
             kl = prompt_kl(chunk_logits(index, chunk, data.positions), data.teacher_ids[rows].to(device),
@@ -320,15 +322,16 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
             loss = s.prompt_kl * kl * len(chunk) / n_prompts
             accelerator.backward(loss)
             total += float(loss.detach())
-        lead, prob = torch.cat(leads), torch.cat(probs)
+        lead, prob, top = torch.cat(leads), torch.cat(probs), torch.cat(tops)
         history.append(EpochRecord(step, total, float((lead > 0).float().mean())))
         bar.update(1)
         bar.set_postfix(loss=f"{total:.3f}", leading=f"{history[-1].retention:.0%}",
                         lead=f"{float(lead.min()):.2f}/{float(lead.median()):.2f}", p=f"{float(prob.median()):.3f}")
         log.info("step %d: loss %.4f, picks leading %.1f%%, lead min %.2f / median %.2f nats, pick probability "
-                 "min %.4f / median %.4f / max %.4f", step, total, 100 * history[-1].retention, float(lead.min()),
-                 float(lead.median()), float(prob.min()), float(prob.median()), float(prob.max()))
-        if satisfied(lead, prob, s):  # judged on this step's forward pass: no update needed
+                 "min %.4f / median %.4f / max %.4f, greedy answer on %.1f%%", step, total,
+                 100 * history[-1].retention, float(lead.min()), float(lead.median()), float(prob.min()),
+                 float(prob.median()), float(prob.max()), 100 * float((top > 0).float().mean()))
+        if satisfied(lead, prob, s, top):  # judged on this step's forward pass: no update needed
             optimizer.zero_grad()
             break
         if sparse is not None:
