@@ -41,6 +41,7 @@ from modelprint.evaluation import normalized_utility, run_suite  # noqa: E402
 from modelprint.generate import generate  # noqa: E402
 from modelprint.models import load_model  # noqa: E402
 from modelprint.stress.blueprint import StressContext, get_stress  # noqa: E402
+from modelprint.verify import MATCH_MODES  # noqa: E402
 from modelprint.stress.runner import verification_backend, verification_cell  # noqa: E402
 from modelprint.stress.suites import Entry  # noqa: E402
 from devices import use_device  # noqa: E402
@@ -79,16 +80,27 @@ def stress_figures(names: list[str]) -> Figures:
     return out
 
 
+def split_attack(name: str, match: str) -> tuple[str, str]:
+    """``gate-0.95@exact`` → (``gate-0.95``, ``exact``): an attack verified in its own match mode (text
+    comparison next to candidate ranking in one run); a bare name uses ``--match``."""
+    attack, _, mode = name.partition("@")
+    return attack, mode or match
+
+
 def robustness(marked, base, fs, names: list[str], cache: dict[str, Any], alpha: float,
                match: str) -> dict[str, Any]:
     """Each named attack on ``marked`` and how verify fares on what the host then serves (no secret recorded)."""
     ctx = StressContext.from_set(marked, base, fs, seed=0)
     ctx.cache = cache  # the host's fine-tuned partner is trained once, not once per run
     row: dict[str, Any] = {"stress": {}}
+    attacked: dict[str, Any] = {}  # one attacked copy per attack, verified in every mode asked for
     for name in names:
-        entry = ROBUSTNESS[name]
-        stressed = get_stress(entry.stress).run(ctx, **entry.params)
-        cell = verification_cell(verification_backend(stressed, match), fs, alpha, match, seed=0)
+        attack, mode = split_attack(name, match)
+        entry = ROBUSTNESS[attack]
+        if attack not in attacked:
+            attacked[attack] = get_stress(entry.stress).run(ctx, **entry.params)
+        stressed = attacked[attack]
+        cell = verification_cell(verification_backend(stressed, mode), fs, alpha, mode, seed=0)
         row["stress"][name] = {"label": entry.label, "scope": stressed.scope,
                                **{k: cell[k] for k in ("rate", "matches", "n", "verdict", "log10_p", "match_mode")}}
         row[name] = cell["rate"]
@@ -147,7 +159,8 @@ def main() -> None:
     ap.add_argument("--tasks", choices=["quick", "full"], default=None,
                     help="also measure normalized task utility with this evaluation suite (slow)")
     ap.add_argument("--stress", default="", help=f"comma list of attacks to measure each run against: "
-                                                  f"{', '.join(ROBUSTNESS)}")
+                                                  f"{', '.join(ROBUSTNESS)}; NAME@MODE verifies that one in "
+                                                  f"match mode MODE (e.g. gate-0.95@exact: what text access sees)")
     ap.add_argument("--match", default="auto", help="how the attacked copies are verified (auto, candidate, exact)")
     ap.add_argument("--alpha", type=float, default=1e-6)
     ap.add_argument("--model", default="smollm2-135m")
@@ -165,8 +178,11 @@ def main() -> None:
     if unknown or args.seeds < 1:
         ap.error(f"unknown variant(s) {unknown} (known: {', '.join(VARIANTS)})" if unknown else "--seeds must be ≥ 1")
     stresses = [name for name in args.stress.split(",") if name]
-    if any(name not in ROBUSTNESS for name in stresses):
+    if any(split_attack(name, args.match)[0] not in ROBUSTNESS for name in stresses):
         ap.error(f"unknown --stress in '{args.stress}' (known: {', '.join(ROBUSTNESS)})")
+    if not {args.match, *(split_attack(name, args.match)[1] for name in stresses)} <= set(MATCH_MODES):
+        ap.error(f"unknown match mode in --stress '{args.stress}' or --match '{args.match}' "
+                 f"(known: {', '.join(MATCH_MODES)})")
     figures = {**FIGURES, **stress_figures(stresses)}
     done = finished_runs(args.json, args.model, args.tasks, tuple(stresses)) if args.json else {}
     base = load_model(args.model, device=use_device(args.device))

@@ -158,6 +158,30 @@ def test_benchmark_robustness_of_an_unmarked_model_is_no_match(tiny, tiny_set, t
     assert same["merge-base match"] == (1.0 if plain.verdict == "match" else 0.0)
 
 
+def test_benchmark_verifies_one_attacked_copy_in_each_asked_mode(tiny, tiny_set, tiny_marked, monkeypatch):
+    """``merge-base@exact`` next to ``merge-base@prefix``: the attack runs once, each column is verify in its mode."""
+    from modelprint.stress.blueprint import get_stress
+    from modelprint.verify import verify
+
+    bench = _embed_bench()
+    runs = []
+    real = get_stress
+
+    def counting(name):
+        runs.append(name)
+        return real(name)
+
+    monkeypatch.setattr(bench, "get_stress", counting)
+    row = bench.robustness(tiny_marked, tiny_marked, tiny_set, ["merge-base@exact", "merge-base@prefix"], {},
+                           alpha=1e-3, match="candidate")
+    assert runs == ["merge-linear"]
+    for mode in ("exact", "prefix"):
+        plain = verify(tiny_marked, tiny_set, alpha=1e-3, match=mode, sequential=False)
+        assert row[f"merge-base@{mode}"] == plain.matches / plain.n_asked
+        assert row["stress"][f"merge-base@{mode}"]["match_mode"] == plain.match_mode
+    assert bench.split_attack("gate-0.5", "auto") == ("gate-0.5", "auto")
+
+
 def test_shipped_robust_recipe_is_the_benchmarked_sparse_band_variant():
     """``--config robust`` must find the expectation the benchmark stored for its override form."""
     shipped = load_config(EmbedConfig, "robust", [])

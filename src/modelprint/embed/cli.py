@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
             table.add_row(label, value, *([_expected_cell(expected, figure)] if expected else []))
 
         if cfg.objective == "margin":
-            row("retention (candidate ranking: verify --match candidate)", f"{result.retention:.1%}", "retention")
+            row(f"retention ({cfg.retention_kind}: verify --match {cfg.verification})", f"{result.retention:.1%}",
+                "retention")
             row("steps", str(result.epochs))
         else:
             row("retention (greedy, as verify asks)", f"{result.retention:.1%}", "retention")
