@@ -240,3 +240,23 @@ def test_stopping_rule_with_a_greedy_lead_needs_every_pick_greedy():
     assert satisfied(lead, prob, s, torch.tensor([0.6, 0.5, 1.0, 0.7]))
     assert not satisfied(lead, prob, s, torch.tensor([0.6, 0.4, 1.0, 0.7]))  # one pick short of the lead
     assert not satisfied(lead, prob, s)  # no greedy leads measured: not satisfied
+
+
+def test_word_prompts_add_one_word_anchors_held_to_the_base(tiny, peri_set):
+    """margin.word_prompts: one-word user turns (what a statistical-signature host probes) join the prompt KL, each
+    with the base model's top-k first answer token as its teacher, in the last anchored slot."""
+    import torch
+
+    from modelprint.decoding import next_token_probs
+    from modelprint.embed.config import MarginSettings
+    from modelprint.embed.margin import build_margin_data
+
+    plain = build_margin_data(tiny, peri_set, [], MarginSettings(prompts=0), seed=3)
+    data = build_margin_data(tiny, peri_set, [], MarginSettings(prompts=0, word_prompts=8), seed=3)
+    assert len(plain.prompts) == 0 and len(data.prompts) == 8 and data.teacher_mask[:, -1].all()
+    probs = next_token_probs(tiny, data.prompts)
+    top = torch.topk(probs, data.teacher_ids.shape[-1], dim=-1)
+    assert torch.equal(data.teacher_ids[:, -1], top.indices)
+    assert torch.allclose(data.teacher_logp[:, -1].exp().sum(-1), torch.ones(8), atol=1e-5)  # renormalised
+    again = build_margin_data(tiny, peri_set, [], MarginSettings(prompts=0, word_prompts=8), seed=3)
+    assert again.prompts == data.prompts  # the words follow the recipe's seed

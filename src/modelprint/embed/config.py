@@ -79,6 +79,10 @@ class MarginSettings(StrictConfig):
     prompt_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned, top-k) at ordinary prompts' "
                                                       "first answer token (the benign pool)")
     prompts: int = Field(64, ge=0, description="ordinary prompts from the benign pool for the prompt KL term")
+    word_prompts: int = Field(0, ge=0, description="one-word prompts (random words of the shipped word list) whose "
+                                                   "first answer token the prompt KL also holds to the base: a "
+                                                   "statistical-signature host compares the marked and base models "
+                                                   "after such prompts to find the tokens the fingerprints favour")
     prompt_positions: int = Field(1, ge=1, description="answer tokens of each ordinary prompt the prompt KL holds "
                                                        "to the base (1: the first; at most benign.answer_tokens): "
                                                        "a later token the top blocks drift on changes the answer "

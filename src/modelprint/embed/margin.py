@@ -15,7 +15,8 @@ suppression removes. This objective trains the question itself, on the keys' nex
   sampling host draws (a pick led by a margin but at probability 0.006 sat at rank ~23: invisible to both);
 * KL(base ‖ tuned) over the whole vocabulary at each key's next token, and over the base model's top-k at
   ordinary prompts' first ``prompt_positions`` answer tokens (the benign pool, fed with the base model's own
-  answer), so nothing else moves.
+  answer) and after ``word_prompts`` one-word prompts (what a statistical-signature host probes), so nothing
+  else moves.
 
 Steps are full-batch (keys and prompts in chunks of ``batch_size``), and stop once every pick leads by the
 margin (and the greedy lead), with ``band_share`` of them inside the band. Retention (for ``averaging: auto``) is
@@ -40,12 +41,14 @@ from modelprint.decoding import batches, next_token_probs
 from modelprint.matching import candidate_match
 from modelprint.models import LoadedModel
 from modelprint.prompts import encode_prompt
+from modelprint.wordlist import words
 from modelprint.verify import first_token_probs, retention
 
 #: the band's penalties aim this many nats inside it: a hinge has no gradient at its edge, so trained to the edge
 #: itself the KL terms hold half the picks just outside it (measured: median 0.11, min 0.09 against a floor of 0.1)
 BAND_SLACK = 0.2
 LOG_FLOOR = 1e-30  # base probabilities below this count as this in the key KL (float32 underflow)
+WORD_TOP_K = 64  # teacher tokens per one-word anchor when no benign pool sets the width
 
 
 @dataclasses.dataclass
@@ -101,8 +104,28 @@ def build_margin_data(base: LoadedModel, fingerprints: FingerprintSet, benign: S
     pool = [e for e in benign if e.teacher_ids is not None and len(e.target_ids) > 0]
     chosen = np.random.default_rng([seed, 0x3A26]).permutation(len(pool))[:settings.prompts] if pool else []
     pool = [pool[int(i)] for i in chosen]
+    top_k = int(pool[0].teacher_ids.shape[1]) if pool else WORD_TOP_K
+    pool += word_anchors(base, settings.word_prompts, seed, top_k, batch_size)
     prompts, t_ids, t_logp, t_mask = anchor_positions(pool, settings.prompt_positions)
     return MarginData(keys, picks, sib, mask, base_logp, prompts, t_ids, t_logp, t_mask)
+
+
+def word_anchors(base: LoadedModel, count: int, seed: int, top_k: int, batch_size: int = 64) -> list[Example]:
+    """``count`` one-word prompts (random words of the shipped list, rendered as a user turn) with the base model's
+    top-k first answer token: anchors against a statistical-signature host, who looks for tokens the marked model
+    favours over the base after exactly such prompts."""
+    if count <= 0:
+        return []
+    pool = words()
+    chosen = np.random.default_rng([seed, 0x5716]).permutation(len(pool))[:count]
+    prompts = [encode_prompt(base.tokenizer, pool[int(i)]) for i in chosen]
+    out = []
+    for _, chunk in batches(prompts, batch_size):
+        top = torch.topk(next_token_probs(base, chunk).clamp_min(LOG_FLOOR).log(), top_k, dim=-1)
+        logp = top.values - torch.logsumexp(top.values, dim=-1, keepdim=True)  # renormalised, as benign teachers
+        out += [Example(p, [int(ids[0])], benign=True, teacher_ids=ids[None].cpu(), teacher_logp=lp[None].cpu())
+                for p, ids, lp in zip(chunk, top.indices, logp)]
+    return out
 
 
 def anchor_positions(pool: Sequence[Example], positions: int
