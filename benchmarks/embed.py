@@ -68,6 +68,7 @@ ROBUSTNESS: dict[str, Entry] = {
     "gate-0.95": Entry("detect-topk", {"gate": 0.95}),
     "gate-0.5": Entry("detect-topk", {"gate": 0.5}),
     "suppress": Entry("suppress-topk"),
+    "signature": Entry("stat-signature"),
 }
 
 

@@ -185,9 +185,14 @@ def test_benchmark_verifies_one_attacked_copy_in_each_asked_mode(tiny, tiny_set,
 def test_shipped_robust_recipe_is_the_benchmarked_sparse_band_variant():
     """``--config robust`` must find the expectation the benchmark stored for its override form."""
     shipped = load_config(EmbedConfig, "robust", [])
-    assert shipped.objective == "margin" and shipped.delta_density == 0.1
+    assert shipped.objective == "margin" and shipped.delta_density == 0.1 and shipped.verification == "exact"
     benchmarked = load_config(EmbedConfig, None, ["objective=margin", "margin.margin=4", "margin.prob_floor=0.2",
-                                                  "delta_density=0.1"])
+                                                  "delta_density=0.1", "margin.greedy_lead=0.5"])
     assert ex.recipe_key(shipped) == ex.recipe_key(benchmarked)
-    dense = load_config(EmbedConfig, None, ["objective=margin", "margin.margin=4", "margin.prob_floor=0.2"])
+    assert ex.expectation_for("smollm2-135m", 64, shipped) is not None
+    dense = load_config(EmbedConfig, None, ["objective=margin", "margin.margin=4", "margin.prob_floor=0.2",
+                                            "margin.greedy_lead=0.5"])
     assert ex.recipe_key(shipped) != ex.recipe_key(dense)
+    # the earlier robust recipe (no greedy lead) keeps its own measured expectation
+    earlier = load_config(EmbedConfig, "robust", ["margin.greedy_lead=0"])
+    assert ex.expectation_for("smollm2-135m", 64, earlier) is not None
