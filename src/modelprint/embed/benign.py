@@ -47,6 +47,13 @@ def ordinary_questions(n: int, seed: int) -> list[str]:
     return sample_items(pool, n, seed)
 
 
+def renormalised_topk(logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k most likely tokens of each row of log-probabilities, with their log-probabilities renormalised over
+    that support (what the KL terms hold the tuned model to)."""
+    top = torch.topk(logp, k, dim=-1)
+    return top.indices, top.values - torch.logsumexp(top.values, dim=-1, keepdim=True)
+
+
 @torch.inference_mode()
 def teacher_topk(lm: LoadedModel, pairs: Sequence[tuple[list[int], list[int]]], k: int,
                  batch_size: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -60,9 +67,8 @@ def teacher_topk(lm: LoadedModel, pairs: Sequence[tuple[list[int], list[int]]], 
                           attention_mask=batch["attention_mask"].to(lm.device)).logits.float()
         for row, (prompt, target) in enumerate(chunk):
             at = logits[row, len(prompt) - 1:len(prompt) + len(target) - 1]
-            top = torch.topk(torch.log_softmax(at, -1), k, dim=-1)
-            logp = top.values - torch.logsumexp(top.values, dim=-1, keepdim=True)  # renormalise over the support
-            out.append((top.indices.cpu(), logp.cpu()))
+            ids, logp = renormalised_topk(torch.log_softmax(at, -1), k)
+            out.append((ids.cpu(), logp.cpu()))
     return out
 
 

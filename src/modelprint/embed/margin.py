@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from modelprint.embed.config import MarginSettings
+from modelprint.embed.benign import renormalised_topk
 from modelprint.embed.data import Example
 from modelprint.embed.frozen_bottom import padded_inputs
 from modelprint.errors import FingerprintFileError
@@ -121,10 +122,9 @@ def word_anchors(base: LoadedModel, count: int, seed: int, top_k: int, batch_siz
     prompts = [encode_prompt(base.tokenizer, pool[int(i)]) for i in chosen]
     out = []
     for _, chunk in batches(prompts, batch_size):
-        top = torch.topk(next_token_probs(base, chunk).clamp_min(LOG_FLOOR).log(), top_k, dim=-1)
-        logp = top.values - torch.logsumexp(top.values, dim=-1, keepdim=True)  # renormalised, as benign teachers
+        top_ids, top_logp = renormalised_topk(next_token_probs(base, chunk).clamp_min(LOG_FLOOR).log(), top_k)
         out += [Example(p, [int(ids[0])], benign=True, teacher_ids=ids[None].cpu(), teacher_logp=lp[None].cpu())
-                for p, ids, lp in zip(chunk, top.indices, logp)]
+                for p, ids, lp in zip(chunk, top_ids, top_logp)]
     return out
 
 
