@@ -20,7 +20,7 @@ SRC = ROOT / "src"
 PKG = "modelprint"
 
 GROUND = {"fingerprints", "models", "prompts", "decoding", "wordlist", "seeds", "config", "io", "plugins",
-          "errors", "log", "matching", "prefix_cache", "testing", "configs", "data"}
+          "errors", "log", "matching", "prefix_cache", "sparsity", "testing", "configs", "data"}
 STAGES = {"generate", "embed", "verify", "merge", "registry", "evaluation", "schemes", "export"}
 ORCHESTRATION = {"stress", "licensing", "serve", "sweep"}
 # everything else (cli, */cli.py, demo, serve_cli, benchmarks) is the CLI layer: it may import anything public

@@ -15,10 +15,11 @@ outside it are put back to the base weights (so no optimizer side effect, e.g. w
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
+
+from modelprint.sparsity import largest_magnitude_mask
 
 
 def _plain(name: str) -> str:
@@ -43,9 +44,8 @@ class SparseDelta:
             mask = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
             if changed.any():  # a resumed run: its support is what it has already changed
                 mask = changed
-            elif p.grad is not None:
-                k = max(1, math.ceil(self.density * p.numel()))
-                mask[p.grad.detach().flatten().abs().float().topk(k, sorted=False).indices] = True
+            elif p.grad is not None:  # the trim's own rule, applied to the gradient
+                mask = largest_magnitude_mask(p.grad, self.density).flatten()
             masks[_plain(name)] = mask.view_as(p)
         return masks
 

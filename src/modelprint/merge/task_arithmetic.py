@@ -8,7 +8,6 @@ weight of the models that survived at that entry. Task arithmetic is (no, no, no
 """
 from __future__ import annotations
 
-import math
 from typing import Literal, Optional, Sequence
 
 import torch
@@ -19,6 +18,7 @@ from modelprint.errors import ConfigError
 from modelprint.merge.blueprint import METHODS, MergeMethod
 from modelprint.merge.tensors import clone_with_state, float_state
 from modelprint.models import LoadedModel
+from modelprint.sparsity import largest_magnitude_mask
 
 
 class TaskVectorParams(StrictConfig):
@@ -38,11 +38,7 @@ def sparsify(tau: torch.Tensor, density: float) -> torch.Tensor:
     """Keep the ``density`` fraction of entries with the largest magnitude (TIES "trim"), zero the rest."""
     if density >= 1.0:
         return tau
-    k = max(1, math.ceil(density * tau.numel()))
-    flat = tau.flatten()
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    keep[flat.abs().topk(k, sorted=False).indices] = True
-    return torch.where(keep, flat, torch.zeros_like(flat)).view_as(tau)
+    return torch.where(largest_magnitude_mask(tau, density), tau, torch.zeros_like(tau))
 
 
 def combine(taus: Sequence[torch.Tensor], weights: Sequence[float], p: TaskVectorParams) -> torch.Tensor:
