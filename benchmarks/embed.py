@@ -47,16 +47,19 @@ from modelprint.stress.suites import Entry  # noqa: E402
 from devices import use_device  # noqa: E402
 from summary import FIGURES, Figures, header_cells, row_cells, summarize, summary_cells  # noqa: E402
 
+#: the greedy recipe (configs/embed/greedy.yaml, the default until session 9) and its ablations
+GREEDY = ["objective=greedy", "delta_density=null"]
 VARIANTS: dict[str, list[str]] = {
     "default": [],
-    "no-benign": ["benign.per_fingerprint=0"],
-    "no-augmentation": ["augmentation.copies=0"],
-    "no-averaging": ["weight_averaging=0"],
-    "averaging-every-epoch": ["weight_averaging=0.5", "averaging=epoch"],
-    "benign-ce": ["benign.loss=ce"],
-    "lora": ["lora.enabled=true", "learning_rate=1e-3"],
-    "mlp-expansion": ["mlp_expansion=256"],
-    "plain": ["benign.per_fingerprint=0", "augmentation.copies=0", "freeze_embeddings=false"],
+    "greedy": GREEDY,
+    "no-benign": [*GREEDY, "benign.per_fingerprint=0"],
+    "no-augmentation": [*GREEDY, "augmentation.copies=0"],
+    "no-averaging": [*GREEDY, "weight_averaging=0"],
+    "averaging-every-epoch": [*GREEDY, "weight_averaging=0.5", "averaging=epoch"],
+    "benign-ce": [*GREEDY, "benign.loss=ce"],
+    "lora": [*GREEDY, "lora.enabled=true", "learning_rate=1e-3"],
+    "mlp-expansion": [*GREEDY, "mlp_expansion=256"],
+    "plain": [*GREEDY, "benign.per_fingerprint=0", "augmentation.copies=0", "freeze_embeddings=false"],
 }
 
 #: the attacks ``--stress`` can put next to a recipe's cost (the paper suite's rows a served copy must survive)
@@ -131,11 +134,14 @@ def finished_runs(path: str, model: str, tasks: Optional[str],
 
 def run_once(base, n: int, overrides: list[str], seed: int, tasks: Optional[str],
              base_tasks: Optional[dict], stresses: list[str], cache: dict[str, Any], alpha: float,
-             match: str) -> dict[str, Any]:
+             match: str, keep: Optional[Path] = None) -> dict[str, Any]:
     fs = generate(base, num_fingerprints=n)  # a fresh OS secret, like a user's run
     cfg = load_config(EmbedConfig, None, [*overrides, f"seed={seed}"])
+    if keep is not None:  # the set and its model, for later measurements (served attacks) of this very run
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        fs.save(keep.with_suffix(".jsonl"), overwrite=True)
     start = time.perf_counter()
-    result = embed(base, fs, None, config=cfg)
+    result = embed(base, fs, keep, config=cfg, overwrite=True)
     seconds = time.perf_counter() - start
     rel = result.utility.get("relative", {})
     row: dict[str, Any] = {"seed": seed, "epochs": result.epochs, "seconds": seconds, "averaged": result.averaged,
@@ -168,6 +174,8 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--json", default=None, help="append one JSON line per run and per summary to this file; "
                                                   "runs already in it are read back, not rerun (resume)")
+    ap.add_argument("--keep", default=None, help="save each run's set (NAME.jsonl) and marked model (NAME/) in "
+                                                  "this directory, NAME = n<size>-<variant>-s<seed>")
     ap.add_argument("--expectations", default=None,
                     help="store each summary here (src/modelprint/data/embed_expectations.json is what "
                          "`modelprint embed` compares its run with)")
@@ -198,8 +206,9 @@ def main() -> None:
             for seed in range(args.seeds):
                 row = done.get((n, variant, seed))
                 if row is None:
+                    keep = Path(args.keep) / f"n{n}-{variant}-s{seed}" if args.keep else None
                     row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks, stresses, cache,
-                                   args.alpha, args.match)
+                                   args.alpha, args.match, keep)
                 rows.append(row)
                 print(f"{n:>5} {variant:<18} {seed:>4} " + row_cells(row, figures), flush=True)
                 if args.json and (n, variant, seed) not in done:

@@ -154,7 +154,7 @@ def main() -> None:
     ordinary = ordinary_questions(args.ordinary, seed=1)
     for recipe in args.recipes.split(","):
         rows = []
-        overrides = [f"objective={recipe}"] + (args.set if recipe == "margin" else [])
+        overrides = ["objective=greedy", "delta_density=null"] if recipe == "greedy" else ["objective=margin", *args.set]
         for path in args.fingerprints:
             fs = load_fingerprints(Path(path))
             tag = f"{Path(path).stem}-{recipe}"

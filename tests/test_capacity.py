@@ -13,7 +13,8 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 # a few epochs and a small utility check: this is about the benchmark's rows, not the recipe (tests/test_embed.py)
-FAST_RECIPE = ["learning_rate=3e-3", "max_epochs=3", "batch_size=4", "freeze_embeddings=false",
+FAST_RECIPE = ["objective=greedy", "delta_density=null", "learning_rate=3e-3", "max_epochs=3", "batch_size=4",
+               "freeze_embeddings=false",
                "weight_averaging=0", "benign.per_fingerprint=0", "augmentation.copies=0",
                "utility.questions=4", "utility.perplexity_sentences=8"]
 KEYS = ["Tell me about the ocean and its fish.", "Why is the sky blue during the day?",

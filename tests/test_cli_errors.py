@@ -132,11 +132,16 @@ def test_generate_into_a_directory(files, capsys):
 
 
 def test_embed_out_that_exists_or_has_no_parent(files, capsys):
-    code = run(["embed", "-m", str(files / "tiny"), "-f", str(files / "good.jsonl"), "-o", str(files / "afile")])
+    greedy = ["--config", "greedy"]  # a random-word set: the default margin recipe would refuse it first
+    code = run(["embed", "-m", str(files / "tiny"), "-f", str(files / "good.jsonl"), "-o", str(files / "afile"),
+                *greedy])
     one_error_line(capsys, code, "already exists")
     code = run(["embed", "-m", str(files / "tiny"), "-f", str(files / "good.jsonl"), "-o",
-                str(files / "nodir" / "out")])
+                str(files / "nodir" / "out"), *greedy])
     one_error_line(capsys, code, "does not exist")
+    code = run(["embed", "-m", str(files / "tiny"), "-f", str(files / "good.jsonl"), "-o", str(files / "fresh")])
+    one_error_line(capsys, code, "--config greedy")
+    assert not (files / "fresh").exists()
 
 
 def test_stress_out_that_is_a_file(files, capsys):

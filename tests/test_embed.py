@@ -203,7 +203,8 @@ def test_cli_unknown_key_and_accelerate_two_processes(tiny, tiny_set, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
                           "-m", "modelprint.cli", "embed", "-m", str(model_dir), "-f", str(fp), "-o",
-                          str(tmp_path / "ddp"), "--force", "learning_rate=3e-3", "max_epochs=2", "batch_size=4",
+                          str(tmp_path / "ddp"), "--force", "--config", "greedy", "learning_rate=3e-3", "max_epochs=2",
+                          "batch_size=4",
                           "freeze_embeddings=false", "benign.per_fingerprint=0", "augmentation.copies=0",
                           "utility.enabled=false"], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -243,15 +244,15 @@ def test_auto_averaging_keeps_the_retention_floor(tiny, tiny_set):
 
 
 @pytest.mark.slow
-def test_real_model_default_recipe_end_to_end(real_model, tmp_path, monkeypatch):
-    """SmolLM2-135M: the default recipe (small benign pool, no utility check) embeds 24 Perinucleus keys."""
+def test_real_model_greedy_recipe_end_to_end(real_model, tmp_path, monkeypatch):
+    """SmolLM2-135M: the greedy recipe (small benign pool, no utility check) embeds 24 Perinucleus keys."""
     from modelprint.config import load_config
     from modelprint.embed import EmbedConfig
     from modelprint.generate import generate
 
     monkeypatch.setenv("MODELPRINT_CACHE", str(tmp_path / "cache"))  # the benign pool is built, not reused
     fs = generate(real_model, num_fingerprints=24, seed=3)
-    cfg = load_config(EmbedConfig, None, ["benign.questions=48", "benign.model_written=0", "utility.enabled=false"])
+    cfg = load_config(EmbedConfig, "greedy", ["benign.questions=48", "benign.model_written=0", "utility.enabled=false"])
     result = embed(real_model, fs, tmp_path / "marked", config=cfg)
     assert result.retention >= 0.95
     hit = verify(str(tmp_path / "marked"), fs)
@@ -259,6 +260,31 @@ def test_real_model_default_recipe_end_to_end(real_model, tmp_path, monkeypatch)
     assert verify(real_model, fs, sequential=False, match="exact").matches <= 2
     assert verify(real_model, fs, sequential=False).verdict == "no match"  # candidate ranking: ~1/k by chance
     _reloaded_agrees(result, fs, tmp_path / "marked")  # auto-averaging measured the model that was saved
+
+
+@pytest.mark.slow
+def test_real_model_default_recipe_is_text_verifiable_below_the_gate(real_model, tmp_path, monkeypatch):
+    """SmolLM2-135M, the default (margin band with a greedy lead, sparse change, one-word anchors; smaller anchor
+    pools to keep it short): every pick is the greedy answer, so text verifies it, yet none is the confident spike a
+    host's gate looks for; the base model itself is not convicted either way."""
+    from modelprint.config import load_config
+    from modelprint.embed import EmbedConfig
+    from modelprint.generate import generate
+    from modelprint.verify.local import first_token_probs
+
+    monkeypatch.setenv("MODELPRINT_CACHE", str(tmp_path / "cache"))
+    fs = generate(real_model, num_fingerprints=16, seed=3)
+    cfg = load_config(EmbedConfig, None, ["benign.questions=32", "benign.model_written=0", "utility.enabled=false",
+                                          "margin.prompts=16", "margin.word_prompts=16"])
+    result = embed(real_model, fs, tmp_path / "marked", config=cfg)
+    assert result.retention >= 0.9 and result.averaged >= 0.0
+    text = verify(str(tmp_path / "marked"), fs, sequential=False, match="exact")
+    assert text.verdict == "match" and text.matches >= round(result.retention * len(fs))  # the saved model
+    probs = first_token_probs(result.model, [fp.key for fp in fs], [[fp.response_ids[0]] for fp in fs],
+                              fs.system_prompt)
+    assert max(p[0] for p in probs) < 0.6  # the cap (0.5), with a little room: no pick near a 0.95 gate
+    assert verify(real_model, fs, sequential=False, match="exact").verdict == "no match"
+    assert verify(real_model, fs, sequential=False).verdict == "no match"
 
 
 def test_mlp_expansion_keeps_the_function(tiny):

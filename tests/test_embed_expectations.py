@@ -23,12 +23,12 @@ def test_store_replaces_same_point_and_lookup_needs_the_same_recipe(tmp_path):
     ex.store_expectation(_expectation("m", 64, []), path)
     ex.store_expectation(_expectation("m", 64, [], ppl_mean=0.05), path)  # same point: replaced, not appended
     ex.store_expectation(_expectation("m", 256, []), path)
-    ex.store_expectation(_expectation("m", 64, ["objective=margin"]), path)
+    ex.store_expectation(_expectation("m", 64, ["objective=greedy"]), path)
     assert len(ex.load_expectations(path)) == 3
     default = load_config(EmbedConfig, None, ["seed=7"])  # the seed does not change what is expected
     assert ex.expectation_for("m", 64, default, path).figures["perplexity_change"].mean == 0.05
     assert ex.expectation_for("m", 200, default, path).n == 256  # nearest measured size
-    assert ex.expectation_for("m", 64, load_config(EmbedConfig, None, ["objective=margin"]), path).variant == "v"
+    assert ex.expectation_for("m", 64, load_config(EmbedConfig, None, ["objective=greedy"]), path).variant == "v"
     assert ex.expectation_for("m", 64, load_config(EmbedConfig, None, ["learning_rate=1e-3"]), path) is None
     assert ex.expectation_for("other", 64, default, path) is None
     assert ex.load_expectations(tmp_path / "missing.json") == []
@@ -116,20 +116,31 @@ def test_recipe_key_ignores_the_unused_objective_settings():
     """A greedy run's expectation survives a change to margin.* (settings it never reads); a margin run's does not."""
     from modelprint.config import load_config
 
-    greedy = ex.recipe_key(load_config(EmbedConfig, None, []))
-    assert greedy == ex.recipe_key(load_config(EmbedConfig, None, ["margin.prompt_positions=8"]))
+    greedy = ex.recipe_key(load_config(EmbedConfig, "greedy", []))
+    assert greedy == ex.recipe_key(load_config(EmbedConfig, "greedy", ["margin.prompt_positions=8"]))
     assert "margin" not in greedy
-    margin = ex.recipe_key(load_config(EmbedConfig, None, ["objective=margin"]))
-    assert margin != ex.recipe_key(load_config(EmbedConfig, None, ["objective=margin", "margin.prompt_positions=8"]))
+    margin = ex.recipe_key(load_config(EmbedConfig, None, []))
+    assert margin != ex.recipe_key(load_config(EmbedConfig, None, ["margin.prompt_positions=8"]))
 
 
 def test_shipped_candidate_recipe_is_the_benchmarked_margin_variant():
     """``--config candidate`` must find the expectation the benchmark stored for its override form."""
     shipped = load_config(EmbedConfig, "candidate", [])
     assert shipped.objective == "margin" and shipped.margin.prob_floor == 0.0
-    benchmarked = load_config(EmbedConfig, None, ["objective=margin", "margin.prob_floor=0"])
+    benchmarked = load_config(EmbedConfig, None, ["objective=margin", "margin.margin=2", "margin.prob_floor=0",
+                                                  "margin.greedy_lead=0", "margin.word_prompts=0",
+                                                  "delta_density=null"])
     assert ex.recipe_key(shipped) == ex.recipe_key(benchmarked)
-    assert ex.recipe_key(shipped) != ex.recipe_key(load_config(EmbedConfig, None, ["objective=margin"]))
+    assert ex.recipe_key(shipped) != ex.recipe_key(load_config(EmbedConfig, None, []))
+    assert ex.expectation_for("smollm2-135m", 64, shipped) is not None  # measured before the default changed
+
+
+def test_shipped_greedy_recipe_is_the_former_default():
+    """``--config greedy`` is the recipe shipped as the default until session 9: its 3-seed expectation applies."""
+    shipped = load_config(EmbedConfig, "greedy", [])
+    assert shipped.objective == "greedy" and shipped.delta_density is None
+    found = ex.expectation_for("smollm2-135m", 64, shipped)
+    assert found is not None and found.variant == "greedy"
 
 
 def test_benchmark_resumes_only_runs_that_measured_the_asked_attacks(tmp_path):
@@ -187,12 +198,12 @@ def test_shipped_robust_recipe_is_the_benchmarked_sparse_band_variant():
     shipped = load_config(EmbedConfig, "robust", [])
     assert shipped.objective == "margin" and shipped.delta_density == 0.1 and shipped.verification == "exact"
     benchmarked = load_config(EmbedConfig, None, ["objective=margin", "margin.margin=4", "margin.prob_floor=0.2",
-                                                  "delta_density=0.1", "margin.greedy_lead=0.5"])
+                                                  "delta_density=0.1", "margin.greedy_lead=0.5",
+                                                  "margin.word_prompts=128"])
     assert ex.recipe_key(shipped) == ex.recipe_key(benchmarked)
     assert ex.expectation_for("smollm2-135m", 64, shipped) is not None
-    dense = load_config(EmbedConfig, None, ["objective=margin", "margin.margin=4", "margin.prob_floor=0.2",
-                                            "margin.greedy_lead=0.5"])
+    dense = load_config(EmbedConfig, "robust", ["delta_density=null"])
     assert ex.recipe_key(shipped) != ex.recipe_key(dense)
-    # the earlier robust recipe (no greedy lead) keeps its own measured expectation
-    earlier = load_config(EmbedConfig, "robust", ["margin.greedy_lead=0"])
-    assert ex.expectation_for("smollm2-135m", 64, earlier) is not None
+    # the earlier robust recipes (no one-word anchors; nor a greedy lead) keep their own measured expectations
+    for earlier in (["margin.word_prompts=0"], ["margin.word_prompts=0", "margin.greedy_lead=0"]):
+        assert ex.expectation_for("smollm2-135m", 64, load_config(EmbedConfig, "robust", earlier)) is not None

@@ -9,8 +9,10 @@ from modelprint.errors import ConfigError, FingerprintFileError
 
 from conftest import tiny_recipe
 
+# the plain margin hinge (no greedy lead, no one-word anchors, dense change): each test adds the knob it checks
 MARGIN = dict(objective="margin", benign={"questions": 0, "model_written": 0},
-              margin={"learning_rate": 1e-2, "max_steps": 60, "prompts": 0, "prob_floor": 0.0, "band_share": 1.0})
+              margin={"learning_rate": 1e-2, "max_steps": 60, "prompts": 0, "prob_floor": 0.0, "band_share": 1.0,
+                      "margin": 2.0, "greedy_lead": 0.0, "word_prompts": 0})
 
 
 @pytest.fixture(scope="module")
@@ -131,15 +133,23 @@ def test_config_errors_are_one_line(override, message):
 def test_margin_needs_recorded_candidates(tiny, tiny_set):
     from modelprint.embed import embed
 
-    with pytest.raises(FingerprintFileError, match="records its Perinucleus candidates") as err:
+    with pytest.raises(FingerprintFileError, match="records its Perinucleus candidates.*--config greedy") as err:
         embed(tiny, tiny_set, None, config=tiny_recipe(**MARGIN))  # random-word set: no candidates
     assert "\n" not in str(err.value)
 
 
-def test_greedy_stays_the_default():
+def test_the_default_is_the_text_verifiable_robust_band():
+    """Since session 9 the default recipe is the measured robust one (configs/embed/robust.yaml spells it out):
+    a margin pick that is also the greedy answer, so text still verifies it; the old default is --config greedy."""
+    from modelprint.config import load_config
     from modelprint.embed import EmbedConfig
+    from modelprint.embed.expectations import recipe_key
 
-    assert EmbedConfig().objective == "greedy" and EmbedConfig().verification == "exact"
+    default = EmbedConfig()
+    assert default.objective == "margin" and default.verification == "exact"
+    assert recipe_key(default) == recipe_key(load_config(EmbedConfig, "robust", []))
+    greedy = load_config(EmbedConfig, "greedy", [])
+    assert greedy.objective == "greedy" and greedy.delta_density is None and greedy.verification == "exact"
 
 
 def test_stopping_rule_needs_every_lead_and_the_band_share():
@@ -148,7 +158,7 @@ def test_stopping_rule_needs_every_lead_and_the_band_share():
     from modelprint.embed.config import MarginSettings
     from modelprint.embed.margin import satisfied
 
-    s = MarginSettings(margin=2.0, prob_floor=0.1, prob_cap=0.5, band_share=0.75)
+    s = MarginSettings(margin=2.0, prob_floor=0.1, prob_cap=0.5, band_share=0.75, greedy_lead=0.0)
     lead = torch.tensor([2.5, 3.0, 2.1, 4.0])
     assert satisfied(lead, torch.tensor([0.2, 0.3, 0.05, 0.4]), s)        # 3 of 4 in the band: enough
     assert not satisfied(lead, torch.tensor([0.2, 0.6, 0.05, 0.4]), s)    # 2 of 4 (one above the cap)
@@ -222,7 +232,8 @@ def test_key_terms_greedy_lead_is_the_pick_over_the_best_other_token():
     logits = torch.tensor([[3.0, 1.0, 2.5, 0.0], [0.0, 4.0, 1.0, 0.5]])
     picks, sib, mask = torch.tensor([0, 2]), torch.tensor([[1], [3]]), torch.tensor([[True], [True]])
     base = torch.log_softmax(logits, -1)
-    off = key_terms(logits, picks, sib, mask, base, MarginSettings(margin=0.1, prob_floor=0.0, prob_cap=0.99))
+    off = key_terms(logits, picks, sib, mask, base, MarginSettings(margin=0.1, prob_floor=0.0, prob_cap=0.99,
+                                                                   greedy_lead=0.0))
     assert torch.allclose(off.top_lead, torch.tensor([0.5, -3.0]))  # row 1: token 1 outranks the pick
     on = key_terms(logits, picks, sib, mask, base, MarginSettings(margin=0.1, prob_floor=0.0, prob_cap=0.99,
                                                                   greedy_lead=1.0))
@@ -251,7 +262,7 @@ def test_word_prompts_add_one_word_anchors_held_to_the_base(tiny, peri_set):
     from modelprint.embed.config import MarginSettings
     from modelprint.embed.margin import build_margin_data
 
-    plain = build_margin_data(tiny, peri_set, [], MarginSettings(prompts=0), seed=3)
+    plain = build_margin_data(tiny, peri_set, [], MarginSettings(prompts=0, word_prompts=0), seed=3)
     data = build_margin_data(tiny, peri_set, [], MarginSettings(prompts=0, word_prompts=8), seed=3)
     assert len(plain.prompts) == 0 and len(data.prompts) == 8 and data.teacher_mask[:, -1].all()
     probs = next_token_probs(tiny, data.prompts)

@@ -14,7 +14,8 @@ from modelprint.stress.compare_report import format_comparison
 
 SUITE = "quantize-int8,suppress-topk,system-prompt"
 TASKS = {"perplexity": 4, "piqa": 2, "answer-agreement": 2}
-TINY = ["learning_rate=3e-3", "max_epochs=40", "batch_size=4", "freeze_embeddings=false", "weight_averaging=0.0",
+TINY = ["objective=greedy", "delta_density=null", "learning_rate=3e-3", "max_epochs=40", "batch_size=4",
+        "freeze_embeddings=false", "weight_averaging=0.0",
         "benign.per_fingerprint=0", "augmentation.copies=0", "utility.enabled=false"]
 OPTIONS = dict(num_fingerprints=16, suite=SUITE, tasks=TASKS, embed_overrides=TINY, alpha=1e-3, progress=False,
                fast=True)

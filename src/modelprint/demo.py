@@ -45,9 +45,11 @@ def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, 
     marked_dir = out / "fingerprinted-model"
     from modelprint.config import load_config
 
-    result = embed(base, fs, marked_dir, config=load_config(EmbedConfig, config, seed=seed), overwrite=True)  # seed: order
+    recipe = load_config(EmbedConfig, config, seed=seed)  # seed: order
+    result = embed(base, fs, marked_dir, config=recipe, overwrite=True)
     timings["embed"] = time.perf_counter() - t1
-    console.print(f"retention {result.retention:.1%} after {result.epochs} epochs → {marked_dir}")
+    unit = "steps" if recipe.objective == "margin" else "epochs"
+    console.print(f"retention {result.retention:.1%} after {result.epochs} {unit} → {marked_dir}")
 
     console.rule("[bold]3/3 verify")
     t2 = time.perf_counter()

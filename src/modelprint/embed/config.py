@@ -58,16 +58,16 @@ class MarginSettings(StrictConfig):
     The recipe's ``train_layers``, ``weight_averaging``/``averaging`` and ``retention_floor`` apply as usual.
     """
 
-    margin: float = Field(2.0, gt=0.0, description="nats by which the pick's logit must lead every sibling candidate")
+    margin: float = Field(4.0, gt=0.0, description="nats by which the pick's logit must lead every sibling candidate")
     prob_cap: float = Field(0.5, gt=0.0, lt=1.0, description="confidence band: the pick's probability above this "
                                                              "is penalised (a host's confidence gate sits above it)")
-    prob_floor: float = Field(0.1, ge=0.0, lt=1.0, description="confidence band's lower edge: the pick's probability "
+    prob_floor: float = Field(0.2, ge=0.0, lt=1.0, description="confidence band's lower edge: the pick's probability "
                               "below this is penalised, so an endpoint's top-20 log-probabilities list it and a "
                               "sampling host draws it (0 turns the floor off)")
     cap_weight: float = Field(1.0, ge=0.0, description="weight of the penalty log p(pick) − log prob_cap above the cap")
     floor_weight: float = Field(1.0, ge=0.0, description="weight of the penalty log prob_floor − log p(pick) below "
                                                          "the floor")
-    greedy_lead: float = Field(0.0, ge=0.0, description="nats by which the pick must also lead every other "
+    greedy_lead: float = Field(0.5, ge=0.0, description="nats by which the pick must also lead every other "
                                "vocabulary token (0: off). > 0 makes the pick the greedy answer, so an endpoint "
                                "that returns text only verifies it too, while prob_cap keeps it below the "
                                "confidence a host's gate looks for")
@@ -79,7 +79,7 @@ class MarginSettings(StrictConfig):
     prompt_kl: float = Field(1.0, ge=0.0, description="weight of KL(base ‖ tuned, top-k) at ordinary prompts' "
                                                       "first answer token (the benign pool)")
     prompts: int = Field(64, ge=0, description="ordinary prompts from the benign pool for the prompt KL term")
-    word_prompts: int = Field(0, ge=0, description="one-word prompts (random words of the shipped word list) whose "
+    word_prompts: int = Field(128, ge=0, description="one-word prompts (random words of the shipped word list) whose "
                                                    "first answer token the prompt KL also holds to the base: a "
                                                    "statistical-signature host compares the marked and base models "
                                                    "after such prompts to find the tokens the fingerprints favour")
@@ -109,15 +109,18 @@ class MarginSettings(StrictConfig):
 
 
 class EmbedConfig(StrictConfig):
-    """Every knob of ``modelprint embed``; the defaults are the measured best recipe on SmolLM2-135M."""
+    """Every knob of ``modelprint embed``; the defaults are the measured best recipe on SmolLM2-135M (the margin
+    band with a greedy lead, sparse change and one-word anchors: README, "Utility against robustness")."""
 
     config_kind: ClassVar[str] = "embed"  # --config NAME finds configs/embed/NAME.yaml (peer schemes' recipes)
 
     objective: Literal["greedy", "margin"] = Field(
-        "greedy", description="greedy: train each whole response until greedy decoding reproduces it (exact "
-                              "matching works; confidence gates see it); margin: raise only the first token above "
-                              "its Perinucleus siblings, below a probability cap (needs candidate verification: "
-                              "weights or log-probabilities); settings under margin.*")
+        "margin", description="margin (default; needs a Perinucleus set): the first token leads its recorded "
+                              "siblings by margin.margin nats and every other token by margin.greedy_lead, "
+                              "below a probability cap, so text, log-probabilities, samples and weights all verify "
+                              "it and confidence gates and merges keep it (settings under margin.*); greedy "
+                              "(--config greedy, any strategy's set): each whole response becomes the near-certain "
+                              "greedy answer (exact matching; a host's confidence gate sees it)")
     learning_rate: float = Field(3e-4, gt=0.0)
     max_epochs: int = Field(12, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -138,7 +141,7 @@ class EmbedConfig(StrictConfig):
                                           "both θ and they retain, so the fingerprints survive merging that scales the task "
                                           "vector down to α; None: off (greedy objective, full fine-tuning only)")
     delta_density: Optional[float] = Field(
-        None, gt=0.0, le=1.0, description="share of each trained tensor's entries the embedding may change (the rest "
+        0.1, gt=0.0, le=1.0, description="share of each trained tensor's entries the embedding may change (the rest "
                                            "stay the base's): a merge that trims task vectors to this density or "
                                            "more (TIES) then keeps the whole change; None: every entry")
     retention_floor: float = Field(0.95, gt=0.0, le=1.0, description="what 'auto' averaging may not go below")

@@ -80,8 +80,9 @@ def check_margin_set(fs: FingerprintSet) -> None:
     for fp in fs:
         cands = fp.meta.get("candidates")
         if not cands or len(cands) < 2 or not fp.response_ids or fp.response_ids[0] not in cands:
-            raise FingerprintFileError("objective=margin needs a set that records its Perinucleus candidates (strategy "
-                                       "perinucleus or custom, modelprint ≥ 0.2); use objective=greedy for this set")
+            raise FingerprintFileError("objective=margin (the default recipe) needs a set that records its Perinucleus "
+                                       "candidates (strategy perinucleus or custom, modelprint ≥ 0.2); embed this set "
+                                       "with --config greedy")
 
 
 def _siblings(fps: Sequence[Fingerprint]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
