@@ -11,7 +11,7 @@ import torch
 
 
 def largest_magnitude_mask(values: torch.Tensor, density: float) -> torch.Tensor:
-    """Boolean mask (shape of ``values``) of the ``density`` share of entries with the largest magnitude (≥ 1 entry)."""
+    """Boolean mask (shape of ``values``): the ``density`` share of entries with the largest magnitude (≥ 1)."""
     flat = values.detach().flatten()
     if density >= 1.0:
         return torch.ones_like(values, dtype=torch.bool)

@@ -17,7 +17,8 @@ STRATEGIES.register(
     "english", source=PERINUCLEUS_PAPER, keys=model_written_keys, embed_config="greedy",
     description="model-written keys and model-written (sampled) responses")(model_written_response)
 STRATEGIES.register(
-    "random-word", source="Xu et al., 'Instructional Fingerprinting' (2024) baseline", keys=random_word_keys, embed_config="greedy",
+    "random-word", source="Xu et al., 'Instructional Fingerprinting' (2024) baseline", keys=random_word_keys,
+    embed_config="greedy",
     description="keys and responses of random words")(random_word_response)
 STRATEGIES.register(
     "inverse-nucleus", source=PERINUCLEUS_PAPER, keys=model_written_keys, embed_config="greedy",
