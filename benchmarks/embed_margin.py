@@ -154,13 +154,13 @@ def main() -> None:
     ordinary = ordinary_questions(args.ordinary, seed=1)
     for recipe in args.recipes.split(","):
         rows = []
-        overrides = ["objective=greedy", "delta_density=null"] if recipe == "greedy" else ["objective=margin", *args.set]
+        named, overrides = ("greedy", []) if recipe == "greedy" else (None, ["objective=margin", *args.set])
         for path in args.fingerprints:
             fs = load_fingerprints(Path(path))
             tag = f"{Path(path).stem}-{recipe}"
             out = work / tag
             if not out.exists():
-                embed(base, fs, out, config=load_config(EmbedConfig, None, overrides))
+                embed(base, fs, out, config=load_config(EmbedConfig, named, overrides))
             row = measure(load_model(out), base, fs, work, tag, ordinary)
             show(tag, row)
             rows.append(row)

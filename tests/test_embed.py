@@ -277,7 +277,7 @@ def test_real_model_default_recipe_is_text_verifiable_below_the_gate(real_model,
     cfg = load_config(EmbedConfig, None, ["benign.questions=32", "benign.model_written=0", "utility.enabled=false",
                                           "margin.prompts=16", "margin.word_prompts=16"])
     result = embed(real_model, fs, tmp_path / "marked", config=cfg)
-    assert result.retention >= 0.9 and result.averaged >= 0.0
+    assert result.retention >= 0.9
     text = verify(str(tmp_path / "marked"), fs, sequential=False, match="exact")
     assert text.verdict == "match" and text.matches >= round(result.retention * len(fs))  # the saved model
     probs = first_token_probs(result.model, [fp.key for fp in fs], [[fp.response_ids[0]] for fp in fs],

@@ -48,8 +48,7 @@ def run_demo(out: Path, model: str = DEFAULT_MODEL, num_fingerprints: int = 64, 
     recipe = load_config(EmbedConfig, config, seed=seed)  # seed: order
     result = embed(base, fs, marked_dir, config=recipe, overwrite=True)
     timings["embed"] = time.perf_counter() - t1
-    unit = "steps" if recipe.objective == "margin" else "epochs"
-    console.print(f"retention {result.retention:.1%} after {result.epochs} {unit} → {marked_dir}")
+    console.print(f"retention {result.retention:.1%} after {result.epochs} {recipe.progress_unit} → {marked_dir}")
 
     console.rule("[bold]3/3 verify")
     t2 = time.perf_counter()

@@ -106,5 +106,5 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
         tuned = dataclasses.replace(tuned, path=out_path, source=str(out_path))
     shutil.rmtree(work, ignore_errors=True)
     log.info("embedded %d fingerprints in %d %s (%.0f s): retention %.1f%%", len(fs), result.epochs,
-             "steps" if cfg.objective == "margin" else "epochs", seconds, 100 * result.retention)
+             cfg.progress_unit, seconds, 100 * result.retention)
     return EmbedResult(out_path, tuned, result.retention, result.epochs, seconds, utility, history, result.averaged)

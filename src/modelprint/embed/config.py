@@ -174,6 +174,11 @@ class EmbedConfig(StrictConfig):
         return "candidate" if self.objective == "margin" and self.margin.greedy_lead <= 0 else "exact"
 
     @property
+    def progress_unit(self) -> str:
+        """What ``epochs`` in a result counts: the margin objective trains in full-batch steps."""
+        return "steps" if self.objective == "margin" else "epochs"
+
+    @property
     def retention_kind(self) -> str:
         """What embed's retention figure counts (manifest and card)."""
         if self.objective != "margin":

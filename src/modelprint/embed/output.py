@@ -71,6 +71,6 @@ def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, c
         (tmp / "README.md").write_text(CARD.format(
             version=__version__, count=len(fs), strategy=fs.strategy, base_source=base.source,
             base_hash=base.model_hash, set_id=fs.set_id, recipe=recipe, epochs=epochs, retention=retention,
-            unit="steps" if cfg.objective == "margin" else "epochs",
+            unit=cfg.progress_unit,
             retention_kind=cfg.retention_kind,
             verification=VERIFICATION[cfg.verification], utility=util_line))
