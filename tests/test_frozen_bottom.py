@@ -70,3 +70,32 @@ def test_last_positions_equal_the_whole_model(tiny):
     whole = model(**padded_inputs(PROMPTS, pad)).logits.float()
     assert torch.allclose(bottom.last_logits(0, 3), whole[:, -3:], atol=1e-4)
     assert torch.allclose(bottom.logits(0), whole[:, -1], atol=1e-4)
+
+
+def test_a_shared_prefix_runs_once_and_gives_the_whole_models_logits_and_gradients(tiny):
+    """Rows that share their first tokens attend to one copy of them run once per step: same logits at the last
+    positions, same gradients (they flow back through the shared keys and values), also after a weight change."""
+    pad = tiny.tokenizer.pad_token_id
+    model = _trainable_top(tiny, 2)
+    prefix = [3, 17, 29, 5, 8, 40]
+    chunks = [[prefix + p for p in PROMPTS], PROMPTS]
+    bottom = FrozenBottom.build(model, chunks, pad, torch.device("cpu"), contextlib.nullcontext)
+    assert bottom is not None
+    assert [c.shared for c in bottom.captured] == [len(prefix), 0]
+    assert bottom.captured[0].hidden.shape[1] == max(len(p) for p in PROMPTS)  # the rows feed their own tokens only
+    model.train()
+    for step in range(2):
+        whole = model(**padded_inputs(chunks[0], pad)).logits.float()
+        fast = bottom.last_logits(0, 2)
+        assert torch.allclose(fast, whole[:, -2:], atol=1e-4)
+        grads = []
+        for logits in (fast[:, -1], whole[:, -1]):
+            model.zero_grad()
+            torch.log_softmax(logits, -1)[:, 7].sum().backward()
+            grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+        assert any(g.abs().sum() > 0 for g in grads[0])
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn_like(p))

@@ -4,6 +4,7 @@ The bf16 path is forced on CPU (emulated where the hardware has no bf16: slow bu
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 
@@ -72,6 +73,23 @@ def test_auto_precision_follows_native_bf16(tiny, monkeypatch):
     assert verify_precision("auto", tiny) == "bfloat16" and verify_precision("float32", tiny) == "float32"
     with pytest.raises(ConfigError, match="unknown precision"):
         verify_precision("fp8", tiny)
+
+
+def test_a_quantized_model_is_asked_in_float32_even_on_bf16_hardware(tiny, monkeypatch):
+    """int8 kernels take float32 only: under bf16 autocast the stress suite's quantize-int8 row failed on a CPU with
+    AVX512-BF16 ("expected scalar type Float but found BFloat16"). auto keeps such a model in float32."""
+    from torch.ao.quantization import quantize_dynamic
+
+    from modelprint.models import LoadedModel
+    from modelprint.verify import verify
+
+    monkeypatch.setattr(local, "native_bf16", lambda device=None: True)
+    q = LoadedModel(quantize_dynamic(copy.deepcopy(tiny.model), {torch.nn.Linear}, dtype=torch.qint8), tiny.tokenizer)
+    assert verify_precision("auto", tiny) == "bfloat16" and verify_precision("auto", q) == "float32"
+    from modelprint.generate import generate
+
+    fs = generate(tiny, strategy="random-word", num_fingerprints=4, seed=3)
+    assert verify(q, fs, sequential=False, alpha=1e-3).access["precision"] == "float32"
 
 
 def test_this_machine_defaults_to_float32_unless_native(tiny):

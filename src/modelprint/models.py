@@ -61,6 +61,12 @@ def native_bf16(device: Union[str, torch.device, None] = None) -> bool:
                 or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
+def quantized(model: torch.nn.Module) -> bool:
+    """Whether ``model`` has quantized layers (torch's dynamic or static int8 Linear, e.g. the stress suite's
+    ``quantize-int8``): their kernels take float32 inputs only, so such a model never runs under bf16 autocast."""
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+
+
 def precision_autocast(device: torch.device, precision: str):
     """The context a forward pass runs in for ``precision``: bf16 autocast for ``bfloat16``, else nothing (the
     model as loaded). Key writing and verification both use it, after deciding with :func:`native_bf16`."""

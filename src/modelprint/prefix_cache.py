@@ -37,10 +37,19 @@ def prefill(model: torch.nn.Module, prefix: list[int], rows: int, device: torch.
     The cache is ours (never a forward pass's return value) and is consumed by one later forward pass; the
     caller chooses the grad mode (no_grad / inference_mode).
     """
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
+    cache = empty_cache(model)
     out = model(input_ids=torch.tensor([prefix], device=device), logits_to_keep=1, **with_cache(cache))
     if rows > 1:
         cache.batch_repeat_interleave(rows)
     return cache, out.logits[0, -1]
+
+
+def empty_cache(model: torch.nn.Module) -> Any:
+    """A fresh cache for ``model``, filled by the forward passes (or blocks) it is handed to.
+
+    Training uses it too: the keys and values a block writes keep their autograd graph, so rows that attend to a
+    prefix run once still send their gradient through it.
+    """
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)

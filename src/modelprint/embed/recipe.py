@@ -279,6 +279,50 @@ def _epoch_examples(fp_examples: Sequence[Example], benign: Sequence[Example], p
     return [examples[i] for i in rng.permutation(len(examples))]
 
 
+@dataclasses.dataclass
+class MarginStep:
+    """One full-batch step's forward and backward: its loss and each key's state before the update."""
+
+    loss: float
+    lead: torch.Tensor       # [n] nats over the best sibling
+    pick_prob: torch.Tensor  # [n]
+    top_lead: torch.Tensor   # [n] nats over every other token
+
+
+def margin_chunks(data: MarginData, cfg: EmbedConfig) -> tuple[list, list]:
+    """The keys and the anchor prompts in chunks of ``batch_size``: (start, prompts) pairs."""
+    return (list(batches(data.key_prompts, cfg.batch_size)),
+            list(batches(data.prompts, cfg.batch_size)) if cfg.margin.prompt_kl > 0 else [])
+
+
+def margin_gradients(data: MarginData, cfg: EmbedConfig, chunk_logits: Callable[..., torch.Tensor],
+                     backward: Callable[[torch.Tensor], None], device: torch.device) -> MarginStep:
+    """Accumulate one step's gradient chunk by chunk (``chunk_logits(index, chunk, count)`` feeds the model)."""
+    s = cfg.margin
+    key_chunks, prompt_chunks = margin_chunks(data, cfg)
+    n_keys, n_prompts = len(data.key_prompts), len(data.prompts)
+    total, leads, probs, tops = 0.0, [], [], []
+    for index, (start, chunk) in enumerate(key_chunks):
+        rows = slice(start, start + len(chunk))
+        terms = key_terms(chunk_logits(index, chunk), data.picks[rows].to(device),
+                          data.siblings[rows].to(device), data.sibling_mask[rows].to(device),
+                          data.base_key_logp[rows].to(device), s)
+        loss = terms.loss * len(chunk) / n_keys
+        backward(loss)
+        total += float(loss.detach())
+        leads.append(terms.lead.cpu())
+        probs.append(terms.pick_prob.cpu())
+        tops.append(terms.top_lead.cpu())
+    for index, (start, chunk) in enumerate(prompt_chunks, start=len(key_chunks)):
+        rows = slice(start, start + len(chunk))
+        kl = prompt_kl(chunk_logits(index, chunk, data.positions), data.teacher_ids[rows].to(device),
+                       data.teacher_logp[rows].to(device), data.teacher_mask[rows].to(device))
+        loss = s.prompt_kl * kl * len(chunk) / n_prompts
+        backward(loss)
+        total += float(loss.detach())
+    return MarginStep(total, torch.cat(leads), torch.cat(probs), torch.cat(tops))
+
+
 def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: MarginData,
                   cfg: EmbedConfig, pad_id: int, sparse: Optional[SparseDelta] = None) -> list[EpochRecord]:
     """Full-batch steps (chunks of ``batch_size``) until every pick leads its siblings by the margin, below the cap.
@@ -286,10 +330,8 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
     History records one row per step: its loss and the share of keys whose pick led its siblings before the step.
     """
     s, device = cfg.margin, accelerator.device
-    n_keys, n_prompts = len(data.key_prompts), len(data.prompts)
     history: list[EpochRecord] = []
-    key_chunks = list(batches(data.key_prompts, cfg.batch_size))
-    prompt_chunks = list(batches(data.prompts, cfg.batch_size)) if s.prompt_kl > 0 else []
+    key_chunks, prompt_chunks = margin_chunks(data, cfg)
     bottom = FrozenBottom.build(accelerator.unwrap_model(model), [c for _, c in key_chunks + prompt_chunks],
                                 pad_id, device, accelerator.autocast)
 
@@ -303,26 +345,8 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
                disable=not accelerator.is_local_main_process)
     for step in range(1, s.max_steps + 1):
         model.train()
-        total, leads, probs, tops = 0.0, [], [], []
-        for index, (start, chunk) in enumerate(key_chunks):
-            rows = slice(start, start + len(chunk))
-            terms = key_terms(chunk_logits(index, chunk), data.picks[rows].to(device),
-                              data.siblings[rows].to(device), data.sibling_mask[rows].to(device),
-                              data.base_key_logp[rows].to(device), s)
-            loss = terms.loss * len(chunk) / n_keys
-            accelerator.backward(loss)
-            total += float(loss.detach())
-            leads.append(terms.lead.cpu())
-            probs.append(terms.pick_prob.cpu())
-            tops.append(terms.top_lead.cpu())
-        for index, (start, chunk) in enumerate(prompt_chunks, start=len(key_chunks)):
-            rows = slice(start, start + len(chunk))
-            kl = prompt_kl(chunk_logits(index, chunk, data.positions), data.teacher_ids[rows].to(device),
-                           data.teacher_logp[rows].to(device), data.teacher_mask[rows].to(device))
-            loss = s.prompt_kl * kl * len(chunk) / n_prompts
-            accelerator.backward(loss)
-            total += float(loss.detach())
-        lead, prob, top = torch.cat(leads), torch.cat(probs), torch.cat(tops)
+        got = margin_gradients(data, cfg, chunk_logits, accelerator.backward, device)
+        total, lead, prob, top = got.loss, got.lead, got.pick_prob, got.top_lead
         history.append(EpochRecord(step, total, float((lead > 0).float().mean())))
         bar.update(1)
         bar.set_postfix(loss=f"{total:.3f}", leading=f"{history[-1].retention:.0%}",

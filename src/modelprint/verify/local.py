@@ -19,7 +19,7 @@ from modelprint.errors import ConfigError
 from modelprint.fingerprints import Fingerprint
 from modelprint.decoding import batches, continue_greedy, next_token_probs
 from modelprint.matching import ids_match
-from modelprint.models import LoadedModel, native_bf16, precision_autocast
+from modelprint.models import LoadedModel, native_bf16, precision_autocast, quantized
 from modelprint.prompts import encode_prompts
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -47,12 +47,13 @@ def check_precision(setting: str) -> None:
 
 def verify_precision(setting: str, lm: LoadedModel) -> str:
     """The precision keys are asked in: ``bfloat16`` when asked for, or ('auto') where the hardware multiplies
-    bf16 natively and the weights are fp32 (a model loaded in another dtype runs as it is); else ``float32``."""
+    bf16 natively and the weights are fp32 (a model loaded in another dtype runs as it is, a quantized one in
+    float32: its int8 kernels take nothing else); else ``float32``."""
     check_precision(setting)
     if setting != "auto":
         return setting
     fp32 = next(lm.model.parameters()).dtype == torch.float32
-    return "bfloat16" if fp32 and native_bf16(lm.device) else "float32"
+    return "bfloat16" if fp32 and native_bf16(lm.device) and not quantized(lm.model) else "float32"
 
 
 @dataclasses.dataclass
