@@ -336,3 +336,21 @@ def test_mlp_expansion_trains_only_what_it_should(tiny, tiny_set, tmp_path):
     down = loaded.model.layers[1].mlp.down_proj.weight
     assert down[:, 128:].abs().sum() > 0  # the new units were trained and contribute
     assert verify(str(out), tiny_set).verdict == "match"
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.05, 0.25, 0.45, 0.5])
+def test_auto_averaging_bisects_to_the_largest_passing_step(tiny, monkeypatch, threshold):
+    """auto averaging finds the largest λ (grid of 0.05) that keeps retention, with 4 measurements, not 10, and
+    leaves the model averaged at it."""
+    import copy
+
+    from modelprint.embed import recipe
+
+    lm = type(tiny)(copy.deepcopy(tiny.model), tiny.tokenizer)
+    base_state = {n: torch.zeros_like(p) for n, p in lm.model.named_parameters()}
+    asked: list[float] = []
+    monkeypatch.setattr(recipe, "_average_with_base", lambda model, base, lam: asked.append(lam))
+    cfg = tiny_recipe(weight_averaging=0.5, averaging="auto", retention_floor=0.95)
+    lam, ret = recipe._auto_average(lm, base_state, lambda _: 1.0 if asked[-1] <= threshold + 1e-9 else 0.5, cfg, 0.97)
+    assert lam == threshold and ret == (1.0 if threshold else 0.97)
+    assert len(asked) <= 5 and (asked[-1] == threshold if threshold else True)  # 4 measured, then the one kept

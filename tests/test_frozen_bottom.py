@@ -2,7 +2,6 @@
 and gradients, and layouts it cannot serve fall back to the whole model."""
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
@@ -32,7 +31,7 @@ def test_top_only_logits_and_gradients_equal_the_whole_model(tiny):
     pad = tiny.tokenizer.pad_token_id
     model = _trainable_top(tiny, 1)
     chunks = [PROMPTS[:2], PROMPTS[2:]]
-    bottom = FrozenBottom.build(model, chunks, pad, torch.device("cpu"), contextlib.nullcontext)
+    bottom = FrozenBottom.build(model, chunks, pad, torch.device("cpu"))
     assert bottom is not None and bottom.first == len(transformer_blocks(model)) - 1
     model.train()
     for index, chunk in enumerate(chunks):
@@ -57,16 +56,16 @@ def test_layouts_it_cannot_serve_fall_back(tiny):
     pad = tiny.tokenizer.pad_token_id
     model = _trainable_top(tiny, 1)
     model.get_input_embeddings().weight.requires_grad_(True)  # trained embeddings change the bottom
-    assert FrozenBottom.build(model, [PROMPTS], pad, torch.device("cpu"), contextlib.nullcontext) is None
+    assert FrozenBottom.build(model, [PROMPTS], pad, torch.device("cpu")) is None
     frozen = _trainable_top(tiny, 0)  # nothing to train: no top
-    assert FrozenBottom.build(frozen, [PROMPTS], pad, torch.device("cpu"), contextlib.nullcontext) is None
+    assert FrozenBottom.build(frozen, [PROMPTS], pad, torch.device("cpu")) is None
 
 
 def test_last_positions_equal_the_whole_model(tiny):
     """An anchor's answer positions (the last few) through the top only equal the whole model's logits there."""
     pad = tiny.tokenizer.pad_token_id
     model = _trainable_top(tiny, 2)
-    bottom = FrozenBottom.build(model, [PROMPTS], pad, torch.device("cpu"), contextlib.nullcontext)
+    bottom = FrozenBottom.build(model, [PROMPTS], pad, torch.device("cpu"))
     whole = model(**padded_inputs(PROMPTS, pad)).logits.float()
     assert torch.allclose(bottom.last_logits(0, 3), whole[:, -3:], atol=1e-4)
     assert torch.allclose(bottom.logits(0), whole[:, -1], atol=1e-4)
@@ -79,7 +78,7 @@ def test_a_shared_prefix_runs_once_and_gives_the_whole_models_logits_and_gradien
     model = _trainable_top(tiny, 2)
     prefix = [3, 17, 29, 5, 8, 40]
     chunks = [[prefix + p for p in PROMPTS], PROMPTS]
-    bottom = FrozenBottom.build(model, chunks, pad, torch.device("cpu"), contextlib.nullcontext)
+    bottom = FrozenBottom.build(model, chunks, pad, torch.device("cpu"))
     assert bottom is not None
     assert [c.shared for c in bottom.captured] == [len(prefix), 0]
     assert bottom.captured[0].hidden.shape[1] == max(len(p) for p in PROMPTS)  # the rows feed their own tokens only
@@ -99,3 +98,17 @@ def test_a_shared_prefix_runs_once_and_gives_the_whole_models_logits_and_gradien
             for p in model.parameters():
                 if p.requires_grad:
                     p.add_(0.05 * torch.randn_like(p))
+
+
+def test_the_shared_prefix_path_also_serves_bf16_autocast(tiny):
+    """Under bf16 autocast (embed's ``auto`` on a CPU with AVX512-BF16 or AMX) the bottom is captured in float32
+    and the top runs in bf16: the logits follow the float32 ones to bf16's precision."""
+    pad = tiny.tokenizer.pad_token_id
+    model = _trainable_top(tiny, 2)
+    chunks = [[[3, 17, 29, 5, 8, 40] + p for p in PROMPTS]]
+    bottom = FrozenBottom.build(model, chunks, pad, torch.device("cpu"))
+    assert bottom is not None and bottom.captured[0].shared == 6
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = bottom.logits(0)
+    whole = _whole(model, chunks[0], pad)
+    assert (fast - whole).abs().max() < 0.1 * whole.abs().max()

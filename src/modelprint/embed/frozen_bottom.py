@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -76,10 +76,13 @@ class FrozenBottom:
     @classmethod
     @torch.no_grad()
     def build(cls, model: torch.nn.Module, chunks: Sequence[Sequence[Sequence[int]]], pad_id: int,
-              device: torch.device, autocast: Callable[[], Any], min_shared: int = MIN_SHARED
-              ) -> Optional["FrozenBottom"]:
+              device: torch.device, min_shared: int = MIN_SHARED) -> Optional["FrozenBottom"]:
         """Capture every chunk's inputs to the top, or None where the fast path does not apply. Chunks whose prompts
-        share ``min_shared`` or more leading tokens run them once per step."""
+        share ``min_shared`` or more leading tokens run them once per step.
+
+        The capture runs in the model's own precision: build before wrapping the forward pass in autocast, and
+        run the top under autocast (the bottom's output is then as exact as the weights allow, and the
+        self-check compares like with like — bf16 rounds two ways of computing the same logits differently)."""
         blocks = transformer_blocks(model)
         inner = getattr(model, "model", None)
         if blocks is None or getattr(inner, "norm", None) is None or getattr(model, "lm_head", None) is None:
@@ -96,7 +99,7 @@ class FrozenBottom:
         was_training = model.training
         model.eval()
         try:
-            captured = [_capture_chunk(model, top, chunk, pad_id, device, autocast, min_shared) for chunk in chunks]
+            captured = [_capture_chunk(model, top, chunk, pad_id, device, min_shared) for chunk in chunks]
         finally:
             model.train(was_training)
         fast = cls(model, first, captured)
@@ -105,10 +108,9 @@ class FrozenBottom:
         gap = 0.0
         model.eval()
         for index in sorted(i for i in checked if i is not None):
-            with autocast():
-                whole = model(**{k: v.to(device) for k, v in padded_inputs(chunks[index], pad_id).items()},
-                              use_cache=False, logits_to_keep=1).logits[:, -1].float()
-                gap = max(gap, float((whole - fast.logits(index)).abs().max()))
+            whole = model(**{k: v.to(device) for k, v in padded_inputs(chunks[index], pad_id).items()},
+                          use_cache=False, logits_to_keep=1).logits[:, -1].float()
+            gap = max(gap, float((whole - fast.logits(index)).abs().max()))
         model.train(was_training)
         if gap > TOLERANCE:
             log.warning("frozen-bottom fast path disagrees with the whole model (max |Δ logit| %.3g): not used", gap)
@@ -147,7 +149,7 @@ class FrozenBottom:
 
 
 def _capture(model: torch.nn.Module, top: Sequence[torch.nn.Module], inputs: dict[str, Any],
-             autocast: Callable[[], Any], cache: Any = None) -> _Captured:
+             cache: Any = None) -> _Captured:
     """Run the model on ``inputs`` up to its last trainable block, recording what enters each trainable block."""
     current: dict[str, Any] = {"kwargs": []}
 
@@ -162,8 +164,7 @@ def _capture(model: torch.nn.Module, top: Sequence[torch.nn.Module], inputs: dic
 
     handles = [b.register_forward_pre_hook(hook(i), with_kwargs=True) for i, b in enumerate(top)]
     try:
-        with autocast():
-            model(**inputs, **with_cache(cache), logits_to_keep=1)
+        model(**inputs, **with_cache(cache), logits_to_keep=1)
     except _Stop:
         pass
     finally:
@@ -178,20 +179,20 @@ def _capture(model: torch.nn.Module, top: Sequence[torch.nn.Module], inputs: dic
 
 
 def _capture_chunk(model: torch.nn.Module, top: Sequence[torch.nn.Module], chunk: Sequence[Sequence[int]],
-                   pad_id: int, device: torch.device, autocast: Callable[[], Any], min_shared: int) -> _Captured:
+                   pad_id: int, device: torch.device, min_shared: int) -> _Captured:
     """One chunk's inputs to the top: its shared prefix (one row) and the rows' own tokens after it when the rows
     share at least ``min_shared`` tokens, else the whole left-padded rows."""
     on = lambda inputs: {k: v.to(device) for k, v in inputs.items()}  # noqa: E731
     shared = common_prefix_length(chunk) if len(chunk) > 1 else 0
     if shared >= min_shared:
         cache = empty_cache(model)
-        prefix = _capture(model, top, on({"input_ids": torch.tensor([list(chunk[0][:shared])])}), autocast, cache)
+        prefix = _capture(model, top, on({"input_ids": torch.tensor([list(chunk[0][:shared])])}), cache)
         if prefix.cache_arg is not None:
             cache.batch_repeat_interleave(len(chunk))
-            rows = _capture(model, top, on(suffix_inputs(chunk, shared, pad_id)), autocast, cache)
+            rows = _capture(model, top, on(suffix_inputs(chunk, shared, pad_id)), cache)
             if rows.cache_arg == prefix.cache_arg:
                 return dataclasses.replace(rows, prefix=prefix)
-    return _capture(model, top, on(padded_inputs(chunk, pad_id)), autocast)
+    return _capture(model, top, on(padded_inputs(chunk, pad_id)))
 
 
 def _detached(value: Any) -> Any:

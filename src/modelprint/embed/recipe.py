@@ -247,9 +247,12 @@ def retention_measure(fingerprints: FingerprintSet, cfg: EmbedConfig) -> Measure
 
 def _auto_average(lm: LoadedModel, base_state: dict[str, torch.Tensor], measure: Measure,
                   cfg: EmbedConfig, trained_retention: float) -> tuple[float, float]:
-    """Pull the trained weights toward the base as far as retention allows: the largest λ (steps of 0.05,
-    from ``weight_averaging`` down) whose retention (``measure``) stays ≥ ``retention_floor``. Averaging
-    undoes the drift that costs utility; the fingerprints, being sharp, survive a good part of it.
+    """Pull the trained weights toward the base as far as retention allows: the largest λ (steps of 0.05, up to
+    ``weight_averaging``) whose retention (``measure``) stays ≥ ``retention_floor``. Averaging undoes the drift
+    that costs utility; the fingerprints, being sharp, survive a good part of it.
+
+    Retention falls as λ grows, so the grid is bisected: 4 measurements for the 10 steps up to 0.5 instead of
+    one per step from the top (the default recipe's answer is its smallest step, 0.05: 10 measurements, 40 s).
     """
     trained = {n: p.detach().clone() for n, p in lm.model.named_parameters() if p.requires_grad}
 
@@ -259,16 +262,26 @@ def _auto_average(lm: LoadedModel, base_state: dict[str, torch.Tensor], measure:
                 if n in trained:
                     p.copy_(trained[n])
 
-    steps = int(round(cfg.weight_averaging / 0.05))
-    for lam in [round(0.05 * i, 2) for i in range(steps, 0, -1)]:
+    def retained(step: int) -> float:
         restore_trained()
-        _average_with_base(lm.model, base_state, lam)
+        _average_with_base(lm.model, base_state, round(0.05 * step, 2))
         ret = measure(lm)
-        log.info("averaging with the base, λ = %.2f: retention %.1f%%", lam, 100 * ret)
-        if ret >= cfg.retention_floor:
-            return lam, ret
+        log.info("averaging with the base, λ = %.2f: retention %.1f%%", 0.05 * step, 100 * ret)
+        return ret
+
+    passing, failing = 0, int(round(cfg.weight_averaging / 0.05)) + 1  # step 0 (no averaging) is the trained model
+    found = {0: trained_retention}
+    while failing - passing > 1:
+        mid = (passing + failing) // 2
+        found[mid] = retained(mid)
+        if found[mid] >= cfg.retention_floor:
+            passing = mid
+        else:
+            failing = mid
     restore_trained()
-    return 0.0, trained_retention
+    if passing:
+        _average_with_base(lm.model, base_state, round(0.05 * passing, 2))
+    return round(0.05 * passing, 2), found[passing]
 
 
 def _epoch_examples(fp_examples: Sequence[Example], benign: Sequence[Example], per_fp: float,
@@ -324,16 +337,14 @@ def margin_gradients(data: MarginData, cfg: EmbedConfig, chunk_logits: Callable[
 
 
 def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: MarginData,
-                  cfg: EmbedConfig, pad_id: int, sparse: Optional[SparseDelta] = None) -> list[EpochRecord]:
+                  cfg: EmbedConfig, pad_id: int, bottom: Optional[FrozenBottom],
+                  sparse: Optional[SparseDelta] = None) -> list[EpochRecord]:
     """Full-batch steps (chunks of ``batch_size``) until every pick leads its siblings by the margin, below the cap.
 
     History records one row per step: its loss and the share of keys whose pick led its siblings before the step.
     """
     s, device = cfg.margin, accelerator.device
     history: list[EpochRecord] = []
-    key_chunks, prompt_chunks = margin_chunks(data, cfg)
-    bottom = FrozenBottom.build(accelerator.unwrap_model(model), [c for _, c in key_chunks + prompt_chunks],
-                                pad_id, device, accelerator.autocast)
 
     def chunk_logits(index: int, chunk: Sequence[Sequence[int]], count: int = 0) -> torch.Tensor:
         if bottom is not None:
@@ -476,6 +487,12 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     base_state = {n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if p.requires_grad}
     margin = cfg.objective == "margin"
+    data = bottom = None
+    if margin:  # the frozen bottom is captured before accelerate wraps the forward pass in autocast: in float32
+        data = build_margin_data(base, fingerprints, benign, cfg.margin, cfg.seed)
+        key_chunks, prompt_chunks = margin_chunks(data, cfg)
+        bottom = FrozenBottom.build(model, [c for _, c in key_chunks + prompt_chunks], tokenizer.pad_token_id,
+                                    accelerator.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg.margin.learning_rate if margin else cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
@@ -486,8 +503,7 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
     measure = retention_measure(fingerprints, cfg)
     sparse = SparseDelta(cfg.delta_density, base_state) if cfg.delta_density is not None else None
     if margin:
-        data = build_margin_data(base, fingerprints, benign, cfg.margin, cfg.seed)
-        history = _margin_steps(accelerator, model, optimizer, data, cfg, tokenizer.pad_token_id, sparse)
+        history = _margin_steps(accelerator, model, optimizer, data, cfg, tokenizer.pad_token_id, bottom, sparse)
         with full_precision(accelerator.unwrap_model(model)) as unwrapped:
             ret = measure(LoadedModel(unwrapped, tokenizer))
         log.info("margin objective: %d steps, candidate retention %.1f%%", len(history), 100 * ret)
