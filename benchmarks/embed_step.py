@@ -35,7 +35,7 @@ import peak  # noqa: E402
 
 from modelprint.config import load_config  # noqa: E402
 from modelprint.embed import EmbedConfig  # noqa: E402
-from modelprint.embed.benign import build_benign_pool  # noqa: E402
+from modelprint.embed.benign import recipe_anchors  # noqa: E402
 from modelprint.embed.expansion import transformer_blocks  # noqa: E402
 from modelprint.embed.frozen_bottom import MIN_SHARED, FrozenBottom  # noqa: E402
 from modelprint.embed.margin import build_margin_data  # noqa: E402
@@ -62,8 +62,7 @@ def main() -> None:
         sys.exit("embed_step.py: times the margin objective's step; this config has objective=" + cfg.objective)
     base = load_model(args.model, device=args.device)
     fs = load_fingerprints(args.fingerprints) if args.fingerprints else generate(base, num_fingerprints=64)
-    benign = build_benign_pool(base, cfg.benign, fs.system_prompt, cfg.augmentation.system_prompts,
-                               exclude_keys=[fp.key for fp in fs], seed=cfg.seed)
+    benign = recipe_anchors(base, cfg, fs)
     data = build_margin_data(base, fs, benign, cfg.margin, cfg.seed)
     model = copy.deepcopy(base.model).float().to(device)
     select_trainable(model, cfg)

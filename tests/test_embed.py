@@ -130,6 +130,22 @@ def test_benign_mixing_and_augmentation_run(tiny, tiny_set, monkeypatch, tmp_pat
     assert list((tmp_path / "cache" / "benign").glob("*.pt"))  # pool cached for the next run
 
 
+
+def test_margin_objective_builds_only_the_anchors_it_uses(tiny, tiny_set, monkeypatch, tmp_path):
+    from modelprint.embed.benign import ordinary_questions, recipe_anchors
+
+    monkeypatch.setenv("MODELPRINT_CACHE", str(tmp_path / "cache"))
+    benign = {"questions": 12, "model_written": 4, "answer_tokens": 2, "top_k": 4}
+    whole = recipe_anchors(tiny, tiny_recipe(objective="greedy", benign={**benign, "per_fingerprint": 1.0}), tiny_set)
+    drawn = recipe_anchors(tiny, tiny_recipe(objective="margin", benign=benign, margin={"prompts": 5}), tiny_set)
+    assert len(whole) == 16 and len(drawn) == 5
+    decoded = [tiny.tokenizer.decode(e.prompt_ids) for e in drawn]
+    questions = ordinary_questions(12, 0)
+    drawn_questions = [q for q in questions if any(q in d for d in decoded)]
+    assert 0 < len(drawn_questions) <= 5  # a draw from the ordinary questions (and the model-written rest)
+    again = recipe_anchors(tiny, tiny_recipe(objective="margin", benign=benign, margin={"prompts": 5}), tiny_set)
+    assert [e.prompt_ids for e in again] == [e.prompt_ids for e in drawn]  # seeded, and cached apart from the whole
+
 def test_resume_after_kill(tiny, tiny_set, tmp_path, monkeypatch):
     import modelprint.embed.recipe as recipe
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 
-from modelprint.embed.benign import build_benign_pool
+from modelprint.embed.benign import recipe_anchors
 from modelprint.embed.config import EmbedConfig
 from modelprint.embed.expansion import gated_mlps
 from modelprint.embed.output import write_model_dir
@@ -77,10 +77,7 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
         from modelprint.embed.utility import measure_base
 
         reference, utility["base"] = measure_base(base, cfg.utility)
-    needs_benign = cfg.benign.per_fingerprint > 0 if cfg.objective == "greedy" else \
-        cfg.margin.prompts > 0 and cfg.margin.prompt_kl > 0
-    benign = build_benign_pool(base, cfg.benign, fs.system_prompt, cfg.augmentation.system_prompts,
-                               exclude_keys=[fp.key for fp in fs], seed=cfg.seed) if needs_benign else []
+    benign = recipe_anchors(base, cfg, fs)
     try:
         result = run_recipe(base, fs, cfg, work, benign, resume=resume)
     except RuntimeError as exc:

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modelprint.embed.config import BenignSettings
+from modelprint.embed.config import BenignSettings, EmbedConfig
 from modelprint.embed.data import Example, augmentation_system_prompts
 from modelprint.decoding import batches, continue_greedy
+from modelprint.fingerprints import FingerprintSet
 from modelprint.generate import model_written_keys
 from modelprint.models import LoadedModel, cache_dir
 from modelprint.prompts import encode_prompt
@@ -72,14 +73,32 @@ def teacher_topk(lm: LoadedModel, pairs: Sequence[tuple[list[int], list[int]]], 
     return out
 
 
+def _pool_draw(settings: BenignSettings, seed: int, limit: Optional[int]) -> tuple[list[str], int]:
+    """The ordinary questions to answer and how many model-written prompts to write: all of them, or a seeded
+    draw of ``limit`` from the pool of ``questions + model_written``."""
+    total = settings.questions + settings.model_written
+    questions = ordinary_questions(settings.questions, seed) if settings.questions else []
+    if limit is None or limit >= total:
+        return questions, settings.model_written
+    chosen = np.sort(np.random.default_rng([seed, 0xB0A7]).permutation(total)[:max(limit, 0)])
+    picked = [questions[int(i)] for i in chosen if i < len(questions)]
+    return picked, int((chosen >= len(questions)).sum())
+
+
 def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt: Optional[str],
                       augment: bool, exclude_keys: Sequence[str] = (), batch_size: int = 64,
-                      seed: int = 0) -> list[Example]:
-    """Model-written prompts answered greedily by the base model, with its teacher distributions."""
-    if settings.questions + settings.model_written == 0:
+                      seed: int = 0, limit: Optional[int] = None) -> list[Example]:
+    """Ordinary and model-written prompts answered greedily by the base model, with its teacher distributions.
+
+    ``limit``: build only that many anchors, a seeded draw from the whole pool (the margin objective uses
+    ``margin.prompts`` of them; answering the other few hundred would only cost the first run time).
+    """
+    questions, written_count = _pool_draw(settings, seed, limit)
+    if len(questions) + written_count == 0:
         return []
     spec = {"model": base.model_hash, "tok": base.tokenizer_hash, "q": settings.questions, "w": settings.model_written,
-            "t": settings.answer_tokens, "k": settings.top_k, "sys": system_prompt, "aug": augment, "seed": seed, "v": 2}
+            "t": settings.answer_tokens, "k": settings.top_k, "sys": system_prompt, "aug": augment, "seed": seed,
+            "limit": limit, "v": 2}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir() / "benign" / f"{digest}.pt"
     if path.is_file():
@@ -88,12 +107,11 @@ def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt
         except Exception:  # a corrupt cache entry is rebuilt, never trusted
             log.warning("benign cache %s unreadable; rebuilding", path.name)
     log.info("building %d benign anchors (%d model-written) with the base model; cached for next time",
-             settings.questions + settings.model_written, settings.model_written)
+             len(questions) + written_count, written_count)
     excluded = {" ".join(k.lower().split()) for k in exclude_keys}
-    written = model_written_keys(base, settings.model_written, key_length=16, seed=seed + BENIGN_SEED_OFFSET,
-                                 batch_size=batch_size) if settings.model_written else []
-    prompts = [p for p in ordinary_questions(settings.questions, seed) + written
-               if " ".join(p.lower().split()) not in excluded]
+    written = model_written_keys(base, written_count, key_length=16, seed=seed + BENIGN_SEED_OFFSET,
+                                 batch_size=batch_size) if written_count else []
+    prompts = [p for p in questions + written if " ".join(p.lower().split()) not in excluded]
     rng = np.random.default_rng(seed + BENIGN_SEED_OFFSET)
     system_prompts = augmentation_system_prompts()
     rendered = []
@@ -112,3 +130,16 @@ def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt
     torch.save([e.__dict__ for e in examples], tmp)
     os.replace(tmp, path)
     return examples
+
+
+def recipe_anchors(base: LoadedModel, cfg: EmbedConfig, fingerprints: FingerprintSet) -> list[Example]:
+    """The benign anchors a recipe uses: the whole pool for the greedy objective (each epoch samples from it),
+    ``margin.prompts`` of it for the margin objective, none when the recipe's weight on them is zero."""
+    if cfg.objective == "greedy":
+        needed, limit = cfg.benign.per_fingerprint > 0, None
+    else:
+        needed, limit = cfg.margin.prompts > 0 and cfg.margin.prompt_kl > 0, cfg.margin.prompts
+    if not needed:
+        return []
+    return build_benign_pool(base, cfg.benign, fingerprints.system_prompt, cfg.augmentation.system_prompts,
+                             exclude_keys=[fp.key for fp in fingerprints], seed=cfg.seed, limit=limit)
