@@ -74,13 +74,13 @@ def teacher_topk(lm: LoadedModel, pairs: Sequence[tuple[list[int], list[int]]], 
 
 
 def _pool_draw(settings: BenignSettings, seed: int, limit: Optional[int]) -> tuple[list[str], int]:
-    """The ordinary questions to answer and how many model-written prompts to write: all of them, or a seeded
-    draw of ``limit`` from the pool of ``questions + model_written``."""
-    total = settings.questions + settings.model_written
+    """The ordinary questions to answer and how many model-written prompts to write: all of them (``limit`` None),
+    or a seeded draw of ``limit`` (< the pool) from the pool of ``questions + model_written``."""
     questions = ordinary_questions(settings.questions, seed) if settings.questions else []
-    if limit is None or limit >= total:
+    if limit is None:
         return questions, settings.model_written
-    chosen = np.sort(np.random.default_rng([seed, 0xB0A7]).permutation(total)[:max(limit, 0)])
+    total = settings.questions + settings.model_written
+    chosen = np.sort(np.random.default_rng([seed, 0xB0A7]).permutation(total)[:limit])
     picked = [questions[int(i)] for i in chosen if i < len(questions)]
     return picked, int((chosen >= len(questions)).sum())
 
@@ -93,8 +93,9 @@ def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt
     ``limit``: build only that many anchors, a seeded draw from the whole pool (the margin objective uses
     ``margin.prompts`` of them; answering the other few hundred would only cost the first run time).
     """
-    questions, written_count = _pool_draw(settings, seed, limit)
-    if len(questions) + written_count == 0:
+    total = settings.questions + settings.model_written
+    limit = limit if limit is not None and limit < total else None  # the whole pool: one cache entry for it
+    if total == 0 or (limit is not None and limit <= 0):
         return []
     spec = {"model": base.model_hash, "tok": base.tokenizer_hash, "q": settings.questions, "w": settings.model_written,
             "t": settings.answer_tokens, "k": settings.top_k, "sys": system_prompt, "aug": augment, "seed": seed,
@@ -106,6 +107,7 @@ def build_benign_pool(base: LoadedModel, settings: BenignSettings, system_prompt
             return [Example(**e) for e in torch.load(path, weights_only=False)]
         except Exception:  # a corrupt cache entry is rebuilt, never trusted
             log.warning("benign cache %s unreadable; rebuilding", path.name)
+    questions, written_count = _pool_draw(settings, seed, limit)
     log.info("building %d benign anchors (%d model-written) with the base model; cached for next time",
              len(questions) + written_count, written_count)
     excluded = {" ".join(k.lower().split()) for k in exclude_keys}
