@@ -37,7 +37,8 @@ if str(HERE) not in sys.path:  # the shared benchmarks/summary.py, however this 
 from modelprint.config import load_config  # noqa: E402
 from modelprint.embed import EmbedConfig, embed  # noqa: E402
 from modelprint.embed.expectations import Expectation, FigureSummary, recipe_key, store_expectation  # noqa: E402
-from modelprint.evaluation import normalized_utility, run_suite  # noqa: E402
+from modelprint.embed.config import UtilitySettings  # noqa: E402
+from modelprint.evaluation import normalized_utility, reference_answers, rounding_agreement, run_suite  # noqa: E402
 from modelprint.generate import generate  # noqa: E402
 from modelprint.models import load_model  # noqa: E402
 from modelprint.stress.blueprint import StressContext, get_stress  # noqa: E402
@@ -196,6 +197,9 @@ def main() -> None:
     done = finished_runs(args.json, args.model, args.tasks, tuple(stresses)) if args.json else {}
     base = load_model(args.model, device=use_device(args.device))
     base_tasks = run_suite(base, args.tasks, seed=0) if args.tasks else None
+    scale = rounding_agreement(base, reference_answers(base, n=UtilitySettings().questions, progress=False))
+    print(f"scale: the base model itself, run under bf16 autocast, agrees with its float32 answers on "
+          f"{100 * scale.score:.1f}% of the {scale.n} questions (answer agreement tips over at near-ties)", flush=True)
     cache: dict[str, Any] = {}
     header = f"{'n':>5} {'variant':<18} {'seed':>4} " + header_cells(figures)
     print(header, flush=True)

@@ -13,7 +13,7 @@ from modelprint.errors import ModelprintError
 from modelprint.evaluation import (FULL_TASKS, QUICK_TASKS, AgreementReference, MCItem, MissingDataError, TaskResult,
                                    answer_agreement, answer_matches, bootstrap_perplexity_interval, get_task,
                                    last_number, loglikelihoods, normalize_answer, normalized_utility,
-                                   parse_mc_row, perplexity_of, reference_answers, run_tasks,
+                                   parse_mc_row, perplexity_of, reference_answers, rounding_agreement, run_tasks,
                                    sample_items, score_multiple_choice, suite, wilson_interval)
 from modelprint.evaluation import data as eval_data
 from modelprint.evaluation.perplexity import prefix_token
@@ -170,6 +170,19 @@ def test_agreement_with_itself_is_one_and_perturbation_lowers_it(tiny: LoadedMod
     result = answer_agreement(perturbed, ref)
     assert result.score < 1.0 and result.extras["prefix_agreement"] < 1.0
     assert result.ci_low <= result.score <= result.ci_high
+
+
+def test_rounding_agreement_runs_the_base_under_the_named_precision(tiny: LoadedModel) -> None:
+    ref = reference_answers(tiny, n=4, seed=0)
+    seen: list[bool] = []
+    hook = tiny.model.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    try:
+        assert rounding_agreement(tiny, ref, "float32").score == 1.0 and seen and not any(seen)
+        seen.clear()
+        result = rounding_agreement(tiny, ref, "bfloat16")
+    finally:
+        hook.remove()
+    assert seen and all(seen) and 0.0 <= result.score <= 1.0 and result.n == 4
 
 
 def test_agreement_rejects_other_tokenizer(tiny: LoadedModel) -> None:

@@ -13,7 +13,8 @@ from modelprint.evaluation.scoring import LogLikelihood, greedy_generate, loglik
 from modelprint.evaluation.perplexity import perplexity_of
 from modelprint.evaluation.multiple_choice import MCItem, parse_mc_row, score_multiple_choice
 from modelprint.evaluation.generative import answer_matches, last_number, normalize_answer
-from modelprint.evaluation.agreement import AgreementReference, answer_agreement, reference_answers
+from modelprint.evaluation.agreement import AgreementReference, answer_agreement, reference_answers, \
+    rounding_agreement
 from modelprint.evaluation.runner import (FULL_TASKS, QUICK_TASKS, SUITES, available_tasks, normalized_utility,
                                           run_suite, run_tasks, suite)
 
@@ -22,6 +23,6 @@ __all__ = [
     "bootstrap_perplexity_interval", "MissingDataError", "package_file", "read_jsonl", "sample_items",
     "LogLikelihood", "greedy_generate", "loglikelihoods", "perplexity_of", "MCItem", "parse_mc_row",
     "score_multiple_choice", "answer_matches", "last_number", "normalize_answer", "AgreementReference",
-    "answer_agreement", "reference_answers", "FULL_TASKS", "QUICK_TASKS", "SUITES", "available_tasks",
-    "normalized_utility", "run_suite", "run_tasks", "suite",
+    "answer_agreement", "reference_answers", "rounding_agreement", "FULL_TASKS", "QUICK_TASKS", "SUITES",
+    "available_tasks", "normalized_utility", "run_suite", "run_tasks", "suite",
 ]
