@@ -18,8 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from modelprint.evaluation import reference_answers, rounding_agreement
-from modelprint.evaluation.scoring import greedy_generate
+from modelprint.evaluation import answer_agreement, reference_answers, rounding_agreement
 from modelprint.fingerprints import load_fingerprints
 from modelprint.models import load_model
 from modelprint.prompts import encode_prompt
@@ -57,11 +56,12 @@ def main(argv: Optional[list[str]] = None) -> None:
              if args.fingerprints else set())
     ref = reference_answers(base, n=args.questions, n_tokens=args.tokens, progress=False)
     prompts = [encode_prompt(base.tokenizer, q) for q in ref.questions]
-    got = greedy_generate(marked, prompts, max_new_tokens=args.tokens, batch_size=16)
+    details = answer_agreement(marked, ref, progress=False).details  # the marked model's answers, compared
 
     positions, margins, ranks, leaked, drift_first, drift_later = [], [], [], 0, [], []
     closest = {"agree": [], "differ": []}
-    for prompt, want, answer in zip(prompts, ref.answers, got):
+    for prompt, want, row in zip(prompts, ref.answers, details):
+        answer = row["answer"]
         lb, lm = answer_logits(base.model, prompt, want), answer_logits(marked.model, prompt, want)
         top = lb.argmax(-1)
         second = lb.scatter(1, top[:, None], float("-inf")).argmax(-1)
@@ -69,7 +69,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         moved = (top_gap(lm, top, second) - gap_base).abs().tolist()
         drift_first.append(moved[0])
         drift_later.extend(moved[1:])
-        if list(answer) == list(want):
+        if row["same"]:
             closest["agree"].append(float(gap_base.min()))
             continue
         closest["differ"].append(float(gap_base.min()))
