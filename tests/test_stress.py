@@ -169,6 +169,30 @@ def test_lexical_neighbors_and_lookahead_candidates(tiny_set, ctx):
     assert len(eligible) >= 4 and hits >= 0.75 * len(eligible)  # the memorised response is what rollouts emit
 
 
+def test_lookahead_rolls_out_only_the_rows_the_gate_fires_on(tiny_set, ctx):
+    from modelprint.prompts import encode_prompts, pad_left
+    from modelprint.stress.attacks.suppress import lookahead_candidates
+
+    tok = ctx.marked.tokenizer
+    prompts = encode_prompts(tok, [fp.key for fp in tiny_set], tiny_set.system_prompt)
+    ids, mask = pad_left(prompts, tok.pad_token_id)
+    params = dict(beam_width=3, lookahead_tokens=4, candidate_threshold=0.2)
+    served = run(ctx, "detect-lookahead", gate=0.5, **params)
+    proc = served.model.model.processors[0](ctx.marked.model, ids, mask)
+    scores = torch.zeros(len(prompts), len(tok))
+    fire = [0, 3]
+    scores[fire, 7] = 50.0  # a spike: only these rows pass the gate
+    edited = proc(ids, scores.clone())
+    assert proc.rolled_out == len(fire)
+    eager = lookahead_candidates(ctx.marked.model, ids, mask, set(tok.all_special_ids), beam_width=3,
+                                 lookahead_tokens=4, top_k=10, threshold=0.2, set_size=12)
+    for r in range(len(prompts)):
+        lowered = (edited[r] < scores[r]).nonzero().flatten().tolist()
+        assert sorted(lowered) == (sorted(eager[r]) if r in fire else []), r
+    proc(ids, scores.clone())
+    assert proc.rolled_out == len(fire)  # each row is rolled out once
+
+
 def test_statistical_signature_needs_and_uses_the_base(tiny_set, ctx):
     from modelprint.stress.attacks.suppress import signature_scores
 
