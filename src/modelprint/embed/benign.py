@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from modelprint.embed.config import BenignSettings, EmbedConfig
 from modelprint.embed.data import Example, augmentation_system_prompts
 from modelprint.decoding import batches, continue_greedy
+from modelprint.errors import ConfigError
 from modelprint.fingerprints import FingerprintSet
 from modelprint.generate import model_written_keys
 from modelprint.models import LoadedModel, cache_dir
@@ -145,3 +146,20 @@ def recipe_anchors(base: LoadedModel, cfg: EmbedConfig, fingerprints: Fingerprin
         return []
     return build_benign_pool(base, cfg.benign, fingerprints.system_prompt, cfg.augmentation.system_prompts,
                              exclude_keys=[fp.key for fp in fingerprints], seed=cfg.seed, limit=limit)
+
+
+def prior_sequences(base: LoadedModel, cfg: EmbedConfig, fingerprints: FingerprintSet,
+                    batch_size: int = 64) -> list[list[int]]:
+    """Ordinary text for the output prior: ``margin.output_prior_prompts`` ordinary questions (a seeded draw, never
+    the evaluation questions) rendered as verify renders keys, each with the base model's own greedy answer: the
+    contexts answer agreement decodes in. No teacher distributions: the prior needs only the layer inputs."""
+    if cfg.benign.questions <= 0:
+        raise ConfigError("margin.output_prior needs ordinary questions to take its layer inputs on: set "
+                          "benign.questions above 0")
+    questions = ordinary_questions(cfg.benign.questions, cfg.seed)
+    chosen = np.random.default_rng([cfg.seed, 0x9A10]).permutation(len(questions))[:cfg.margin.output_prior_prompts]
+    rendered = [encode_prompt(base.tokenizer, questions[int(i)], fingerprints.system_prompt) for i in chosen]
+    out: list[list[int]] = []
+    for _, chunk in batches(rendered, batch_size):
+        out += [list(p) + list(a) for p, a in zip(chunk, continue_greedy(base, chunk, cfg.benign.answer_tokens))]
+    return out

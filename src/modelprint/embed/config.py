@@ -87,6 +87,13 @@ class MarginSettings(StrictConfig):
                                                        "to the base (1: the first; at most benign.answer_tokens): "
                                                        "a later token the top blocks drift on changes the answer "
                                                        "as surely as the first")
+    output_prior: float = Field(0.0, ge=0.0, description="weight of the output prior (embed/output_prior.py): the "
+                                                     "mean over trained linear layers of ‖δX‖²/‖WX‖², each weight "
+                                                     "change's output energy on ordinary text relative to the "
+                                                     "layer's own (0: off)")
+    output_prior_prompts: int = Field(256, ge=1, description="ordinary questions of the benign pool, with the base "
+                                                             "model's answers, whose layer inputs the output prior "
+                                                             "is taken on")
     learning_rate: float = Field(2e-4, gt=0.0)
     max_steps: int = Field(60, ge=1, description="full-batch steps at most; training stops earlier once every "
                                                  "pick leads its siblings by the margin")

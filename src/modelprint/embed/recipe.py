@@ -31,6 +31,8 @@ from modelprint.embed.config import EmbedConfig
 from modelprint.embed.data import Example, collate, fingerprint_examples
 from modelprint.embed.frozen_bottom import FrozenBottom
 from modelprint.embed.sparse_delta import SparseDelta
+from modelprint.embed.output_prior import OutputPrior
+from modelprint.embed.benign import prior_sequences
 from modelprint.embed.margin import MarginData, build_margin_data, candidate_retention, key_terms, last_logits, \
     prompt_kl, satisfied
 from modelprint.embed.expansion import expand_mlp, trained_block_indices, transformer_blocks
@@ -338,7 +340,7 @@ def margin_gradients(data: MarginData, cfg: EmbedConfig, chunk_logits: Callable[
 
 def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: MarginData,
                   cfg: EmbedConfig, pad_id: int, bottom: Optional[FrozenBottom],
-                  sparse: Optional[SparseDelta] = None) -> list[EpochRecord]:
+                  sparse: Optional[SparseDelta] = None, prior: Optional[OutputPrior] = None) -> list[EpochRecord]:
     """Full-batch steps (chunks of ``batch_size``) until every pick leads its siblings by the margin, below the cap.
 
     History records one row per step: its loss and the share of keys whose pick led its siblings before the step.
@@ -358,6 +360,12 @@ def _margin_steps(accelerator, model: torch.nn.Module, optimizer: torch.optim.Op
         model.train()
         got = margin_gradients(data, cfg, chunk_logits, accelerator.backward, device)
         total, lead, prob, top = got.loss, got.lead, got.pick_prob, got.top_lead
+        if prior is not None:
+            drift = prior.penalty(accelerator.unwrap_model(model))
+            accelerator.backward(s.output_prior * drift)
+            total += s.output_prior * float(drift.detach())
+            log.info("step %d: output prior %.3g (relative output energy change on ordinary text)", step,
+                     float(drift.detach()))
         history.append(EpochRecord(step, total, float((lead > 0).float().mean())))
         bar.update(1)
         bar.set_postfix(loss=f"{total:.3f}", leading=f"{history[-1].retention:.0%}",
@@ -493,6 +501,10 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
         key_chunks, prompt_chunks = margin_chunks(data, cfg)
         bottom = FrozenBottom.build(model, [c for _, c in key_chunks + prompt_chunks], tokenizer.pad_token_id,
                                     accelerator.device)
+    prior = None
+    if margin and cfg.margin.output_prior > 0:  # taken on the base weights, before anything is trained
+        prior = OutputPrior.collect(model, prior_sequences(base, cfg, fingerprints), tokenizer.pad_token_id,
+                                    accelerator.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg.margin.learning_rate if margin else cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
@@ -503,7 +515,8 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
     measure = retention_measure(fingerprints, cfg)
     sparse = SparseDelta(cfg.delta_density, base_state) if cfg.delta_density is not None else None
     if margin:
-        history = _margin_steps(accelerator, model, optimizer, data, cfg, tokenizer.pad_token_id, bottom, sparse)
+        history = _margin_steps(accelerator, model, optimizer, data, cfg, tokenizer.pad_token_id, bottom, sparse,
+                                prior)
         with full_precision(accelerator.unwrap_model(model)) as unwrapped:
             ret = measure(LoadedModel(unwrapped, tokenizer))
         log.info("margin objective: %d steps, candidate retention %.1f%%", len(history), 100 * ret)
