@@ -90,3 +90,12 @@ def test_the_prior_needs_ordinary_prompts(tiny, peri_set):  # noqa: F811
     cfg = tiny_recipe(**{**MARGIN, "margin": {**MARGIN["margin"], "output_prior": 1.0}})
     with pytest.raises(ConfigError, match="output_prior needs ordinary questions"):
         embed(tiny, peri_set, None, config=cfg)
+
+
+def test_the_prior_needs_trained_linear_layers(tiny, peri_set):  # noqa: F811
+    from modelprint.embed import embed
+
+    cfg = tiny_recipe(**{**MARGIN, "benign": PRIOR_BENIGN, "lora": {"enabled": True},
+                         "margin": {**MARGIN["margin"], "output_prior": 1.0, "output_prior_prompts": 4}})
+    with pytest.raises(ConfigError, match="output_prior needs trained linear layers"):
+        embed(tiny, peri_set, None, config=cfg)

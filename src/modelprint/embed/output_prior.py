@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from modelprint.embed.frozen_bottom import padded_inputs
+from modelprint.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class OutputPrior:
         head = model.get_output_embeddings()  # what it computes is the logits: the KL terms hold those
         layers = {name: m for name, m in model.named_modules()
                   if isinstance(m, torch.nn.Linear) and m.weight.requires_grad and m is not head}
+        if not layers:
+            raise ConfigError("margin.output_prior needs trained linear layers (train_layers, not only norms or "
+                              "embeddings); set margin.output_prior=0")
         sums = {name: torch.zeros(m.in_features, m.in_features, device=device) for name, m in layers.items()}
         keep: dict[str, torch.Tensor] = {}
 

@@ -36,6 +36,7 @@ from modelprint.embed.benign import prior_sequences
 from modelprint.embed.margin import MarginData, build_margin_data, candidate_retention, key_terms, last_logits, \
     prompt_kl, satisfied
 from modelprint.embed.expansion import expand_mlp, trained_block_indices, transformer_blocks
+from modelprint.errors import ConfigError
 from modelprint.fingerprints import FingerprintSet
 from modelprint.decoding import batches
 from modelprint.models import LoadedModel, native_bf16
@@ -503,6 +504,9 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
                                     accelerator.device)
     prior = None
     if margin and cfg.margin.output_prior > 0:  # taken on the base weights, before anything is trained
+        if cfg.lora.enabled:
+            raise ConfigError("margin.output_prior needs trained linear layers (full fine-tuning): LoRA trains "
+                              "adapters, not the base weights; set margin.output_prior=0 or lora.enabled=false")
         prior = OutputPrior.collect(model, prior_sequences(base, cfg, fingerprints), tokenizer.pad_token_id,
                                     accelerator.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
