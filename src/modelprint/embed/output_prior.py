@@ -20,13 +20,10 @@ from typing import Sequence
 import torch
 
 from modelprint.embed.frozen_bottom import padded_inputs
+from modelprint.embed.sparse_delta import _plain  # DDP's .module prefix, dropped
 from modelprint.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def _plain(name: str) -> str:
-    return name.removeprefix("module.")  # DDP wraps the model in .module
 
 
 class OutputPrior:
