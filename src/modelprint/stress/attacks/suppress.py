@@ -165,8 +165,8 @@ def detect_neighbor(ctx: StressContext, candidates: int = 1, num_tokens: int = 1
     return suppress_neighbor(ctx, candidates=candidates, num_tokens=num_tokens, gate=gate)
 
 
-class _Lookahead(_FirstTokens):
-    """Subtract ``delta`` from each row's lookahead candidates, rolled out only for rows the gate fires on.
+class _Lookahead(_Penalty):
+    """:class:`_Penalty` on each row's lookahead candidates, rolled out only for rows the gate fires on.
 
     A row's candidates depend on its prompt alone, so rolling them out on first need gives the penalty an
     eager rollout of every row would (up to batch-composition rounding), at a fraction of the cost under a
@@ -175,9 +175,8 @@ class _Lookahead(_FirstTokens):
 
     def __init__(self, prompt_len: int, num_tokens: int, gate: Optional[float], delta: float,
                  candidates, rows: int, vocab: int) -> None:
-        super().__init__(prompt_len, num_tokens, gate)
+        super().__init__(prompt_len, num_tokens, gate, torch.zeros(rows, vocab))
         self.delta, self.candidates = delta, candidates
-        self.penalty = torch.zeros(rows, vocab)
         self.ready = torch.zeros(rows, dtype=torch.bool)
         self.rolled_out = 0  # rows whose candidates were computed (for tests and logs)
 
@@ -189,9 +188,7 @@ class _Lookahead(_FirstTokens):
                     self.penalty[r, cands] = self.delta
             self.ready[need] = True
             self.rolled_out += len(need)
-        pen = self.penalty.to(scores.device, scores.dtype)[:, :scores.shape[1]]
-        scores[rows] -= pen[rows]
-        return scores
+        return super().edit(scores, rows)
 
 
 @torch.inference_mode()
