@@ -18,6 +18,11 @@ the share of keys that still verify (``--match``, default ``auto``: candidate ra
 is what an endpoint that scores prompts sees, or through the host's decoding for decoding attacks) and whether the
 verdict stays ``match`` at ``--alpha``; the summary gives the mean, spread, worst seed and the share of seeds
 that matched.  The host's fine-tuned partner does not depend on our model and is trained once per process.
+
+``--paired`` draws one fresh secret per (size, seed) and gives it to every variant, so two variants differ by
+their recipe, not by their secret; the summary then adds each variant's per-seed difference from the first variant
+(mean ± sd, worst).  With ``--json`` the shared sets are saved next to the file (``FILE.sets/``, owner-only) so a
+resumed benchmark keeps the pairing.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from modelprint.embed import EmbedConfig, embed  # noqa: E402
 from modelprint.embed.expectations import Expectation, FigureSummary, recipe_key, store_expectation  # noqa: E402
 from modelprint.embed.config import UtilitySettings  # noqa: E402
 from modelprint.evaluation import normalized_utility, reference_answers, rounding_agreement, run_suite  # noqa: E402
+from modelprint.fingerprints import FingerprintSet, load_fingerprints  # noqa: E402
 from modelprint.generate import generate  # noqa: E402
 from modelprint.models import load_model  # noqa: E402
 from modelprint.stress.blueprint import StressContext, get_stress  # noqa: E402
@@ -113,9 +119,10 @@ def robustness(marked, base, fs, names: list[str], cache: dict[str, Any], alpha:
     return row
 
 
-def finished_runs(path: str, model: str, tasks: Optional[str],
-                  stresses: tuple[str, ...] = ()) -> dict[tuple[int, str, int], dict[str, Any]]:
-    """Runs already in ``path`` (same size, variant, seed and overrides): a killed benchmark resumes from them."""
+def finished_runs(path: str, model: str, tasks: Optional[str], stresses: tuple[str, ...] = (),
+                  paired: bool = False) -> dict[tuple[int, str, int], dict[str, Any]]:
+    """Runs already in ``path`` (same size, variant, seed, overrides and pairing): a killed benchmark resumes
+    from them."""
     done: dict[tuple[int, str, int], dict[str, Any]] = {}
     if not os.path.exists(path):
         return done
@@ -129,14 +136,47 @@ def finished_runs(path: str, model: str, tasks: Optional[str],
                 continue
             if any(name not in row for name in stresses):
                 continue  # measured without an attack this run asks for
+            if bool(row.get("paired")) != paired:
+                continue  # a paired run's secret is shared with its siblings; an unpaired one's is its own
             done[(row["n"], row["variant"], row["seed"])] = row
     return done
 
 
+def shared_set(base, n: int, seed: int, sets: dict[tuple[int, int], FingerprintSet],
+               store: Optional[Path]) -> FingerprintSet:
+    """The one secret every variant of (size, seed) trains on under ``--paired``: drawn fresh from the OS once,
+    read back from ``store`` when a resumed benchmark already drew it."""
+    if (n, seed) not in sets:
+        path = store / f"n{n}-s{seed}.jsonl" if store is not None else None
+        if path is not None and path.exists():
+            sets[(n, seed)] = load_fingerprints(path)
+        else:
+            sets[(n, seed)] = generate(base, num_fingerprints=n)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sets[(n, seed)].save(path, overwrite=True)
+    return sets[(n, seed)]
+
+
+def paired_differences(rows: dict[str, list[dict[str, Any]]], figures: Figures) -> dict[str, dict[str, dict]]:
+    """Per variant after the first: the per-seed difference from the first variant on the same secret, summarized
+    like a figure (the worst difference is the one that hurts most)."""
+    names = list(rows)
+    out: dict[str, dict[str, dict]] = {}
+    for variant in names[1:]:
+        diffs = []
+        for ref, row in zip(rows[names[0]], rows[variant]):
+            diffs.append({f: float(row[f]) - float(ref[f]) for f in figures
+                          if row.get(f) is not None and ref.get(f) is not None})
+        out[variant] = summarize(diffs, figures)
+    return out
+
+
 def run_once(base, n: int, overrides: list[str], seed: int, tasks: Optional[str],
              base_tasks: Optional[dict], stresses: list[str], cache: dict[str, Any], alpha: float,
-             match: str, keep: Optional[Path] = None) -> dict[str, Any]:
-    fs = generate(base, num_fingerprints=n)  # a fresh OS secret, like a user's run
+             match: str, keep: Optional[Path] = None, fs: Optional[FingerprintSet] = None) -> dict[str, Any]:
+    if fs is None:
+        fs = generate(base, num_fingerprints=n)  # a fresh OS secret, like a user's run
     cfg = load_config(EmbedConfig, None, [*overrides, f"seed={seed}"])
     if keep is not None:  # the set and its model, for later measurements (served attacks) of this very run
         keep.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +185,8 @@ def run_once(base, n: int, overrides: list[str], seed: int, tasks: Optional[str]
     result = embed(base, fs, keep, config=cfg, overwrite=True)
     seconds = time.perf_counter() - start
     rel = result.utility.get("relative", {})
-    row: dict[str, Any] = {"seed": seed, "epochs": result.epochs, "seconds": seconds, "averaged": result.averaged,
+    row: dict[str, Any] = {"seed": seed, "epochs": result.epochs, "seconds": seconds, "phases": result.phases,
+                           "averaged": result.averaged,
                            "retention": result.retention, "perplexity_change": rel.get("perplexity_change"),
                            "answer_agreement": rel.get("answer_agreement"), "utility": result.utility,
                            "history": result.history}
@@ -177,6 +218,9 @@ def main() -> None:
                                                   "runs already in it are read back, not rerun (resume)")
     ap.add_argument("--keep", default=None, help="save each run's set (NAME.jsonl) and marked model (NAME/) in "
                                                   "this directory, NAME = n<size>-<variant>-s<seed>")
+    ap.add_argument("--paired", action="store_true",
+                    help="one fresh secret per (size, seed), shared by every variant; prints per-seed differences "
+                         "from the first variant")
     ap.add_argument("--expectations", default=None,
                     help="store each summary here (src/modelprint/data/embed_expectations.json is what "
                          "`modelprint embed` compares its run with)")
@@ -194,7 +238,7 @@ def main() -> None:
         ap.error(f"unknown match mode in --stress '{args.stress}' or --match '{args.match}' "
                  f"(known: {', '.join(MATCH_MODES)})")
     figures = {**FIGURES, **stress_figures(stresses)}
-    done = finished_runs(args.json, args.model, args.tasks, tuple(stresses)) if args.json else {}
+    done = finished_runs(args.json, args.model, args.tasks, tuple(stresses), args.paired) if args.json else {}
     base = load_model(args.model, device=use_device(args.device))
     base_tasks = run_suite(base, args.tasks, seed=0) if args.tasks else None
     scale = rounding_agreement(base, reference_answers(base, n=UtilitySettings().questions, progress=False))
@@ -203,24 +247,32 @@ def main() -> None:
     cache: dict[str, Any] = {}
     header = f"{'n':>5} {'variant':<18} {'seed':>4} " + header_cells(figures)
     print(header, flush=True)
-    summaries = []
+    variants = args.variants.split(",")
+    sets: dict[tuple[int, int], FingerprintSet] = {}
+    store = Path(args.json + ".sets") if args.paired and args.json else None
+    summaries, differences = [], []
     for n in [int(s) for s in args.sizes.split(",")]:
-        for variant in args.variants.split(","):
-            rows = []
-            for seed in range(args.seeds):
-                row = done.get((n, variant, seed))
-                if row is None:
-                    keep = Path(args.keep) / f"n{n}-{variant}-s{seed}" if args.keep else None
-                    row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks, stresses, cache,
-                                   args.alpha, args.match, keep)
-                rows.append(row)
-                print(f"{n:>5} {variant:<18} {seed:>4} " + row_cells(row, figures), flush=True)
-                if args.json and (n, variant, seed) not in done:
-                    with open(args.json, "a") as fh:
-                        fh.write(json.dumps({"model": args.model, "n": n, "variant": variant,
-                                            "overrides": VARIANTS[variant], **row},
-                                            default=str) + "\n")
-            summaries.append((n, variant, summarize(rows, figures)))
+        rows: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+        # paired: seed outside, so a stopped benchmark leaves whole seeds (every variant on the same secret)
+        order = ([(seed, v) for seed in range(args.seeds) for v in variants] if args.paired
+                 else [(seed, v) for v in variants for seed in range(args.seeds)])
+        for seed, variant in order:
+            row = done.get((n, variant, seed))
+            if row is None:
+                keep = Path(args.keep) / f"n{n}-{variant}-s{seed}" if args.keep else None
+                fs = shared_set(base, n, seed, sets, store) if args.paired else None
+                row = run_once(base, n, VARIANTS[variant], seed, args.tasks, base_tasks, stresses, cache,
+                               args.alpha, args.match, keep, fs)
+            rows[variant].append(row)
+            print(f"{n:>5} {variant:<18} {seed:>4} " + row_cells(row, figures), flush=True)
+            if args.json and (n, variant, seed) not in done:
+                with open(args.json, "a") as fh:
+                    fh.write(json.dumps({"model": args.model, "n": n, "variant": variant,
+                                        "overrides": VARIANTS[variant], "paired": args.paired, **row},
+                                        default=str) + "\n")
+        summaries += [(n, variant, summarize(rows[variant], figures)) for variant in variants]
+        if args.paired and len(variants) > 1:
+            differences += [(n, variant, diff) for variant, diff in paired_differences(rows, figures).items()]
     print("\nsummary over seeds: mean ± sd (worst run)")
     for n, variant, summary in summaries:
         print(f"{n:>5} {variant:<18} " + summary_cells(summary, figures), flush=True)
@@ -235,6 +287,11 @@ def main() -> None:
                          for name, s in summary.items() if name in FIGURES},
                 command="python benchmarks/embed.py " + " ".join(sys.argv[1:]),
                 measured=f"{datetime.date.today()}, {os.cpu_count()} CPU cores"), args.expectations)
+
+    if differences:
+        print(f"\npaired: each variant minus {variants[0]} on the same secret, mean ± sd (worst seed)")
+    for n, variant, diff in differences:
+        print(f"{n:>5} {variant:<18} " + summary_cells(diff, figures), flush=True)
 
 
 if __name__ == "__main__":

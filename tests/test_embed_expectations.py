@@ -9,6 +9,7 @@ from conftest import TINY_RECIPE
 from modelprint.config import load_config
 from modelprint.embed import EmbedConfig
 from modelprint.embed import expectations as ex
+from modelprint.generate import generate
 
 
 def _expectation(model: str, n: int, overrides: list[str], ppl_mean: float = 0.031) -> ex.Expectation:
@@ -207,3 +208,41 @@ def test_shipped_robust_recipe_is_the_benchmarked_sparse_band_variant():
     # the earlier robust recipes (no one-word anchors; nor a greedy lead) keep their own measured expectations
     for earlier in (["margin.word_prompts=0"], ["margin.word_prompts=0", "margin.greedy_lead=0"]):
         assert ex.expectation_for("smollm2-135m", 64, load_config(EmbedConfig, "robust", earlier)) is not None
+
+
+def test_benchmark_does_not_mix_paired_and_unpaired_runs_on_resume(tmp_path):
+    """A paired run trained on the secret its siblings share; an unpaired one on its own: neither resumes the other."""
+    bench = _embed_bench()
+    rows = tmp_path / "rows.jsonl"
+    lines = [{"model": "m", "n": 64, "variant": "default", "overrides": [], "seed": 0},
+             {"model": "m", "n": 64, "variant": "default", "overrides": [], "seed": 1, "paired": True}]
+    rows.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert sorted(bench.finished_runs(str(rows), "m", None)) == [(64, "default", 0)]
+    assert sorted(bench.finished_runs(str(rows), "m", None, paired=True)) == [(64, "default", 1)]
+
+
+def test_paired_benchmark_gives_every_variant_the_same_secret_and_keeps_it_for_a_resume(tmp_path, tiny, monkeypatch):
+    bench = _embed_bench()
+    drawn = []
+
+    def fake_generate(model, num_fingerprints):
+        drawn.append(num_fingerprints)
+        return generate(tiny, strategy="random-word", num_fingerprints=num_fingerprints)
+
+    monkeypatch.setattr(bench, "generate", fake_generate)
+    sets: dict = {}
+    first = bench.shared_set(tiny, 4, 0, sets, tmp_path / "sets")
+    assert bench.shared_set(tiny, 4, 0, sets, tmp_path / "sets") is first  # the next variant: same secret
+    other_seed = bench.shared_set(tiny, 4, 1, sets, tmp_path / "sets")
+    assert drawn == [4, 4] and [fp.key for fp in other_seed.fingerprints] != [fp.key for fp in first.fingerprints]
+    resumed = bench.shared_set(tiny, 4, 0, {}, tmp_path / "sets")  # a new process reads the stored secret
+    assert drawn == [4, 4] and [fp.key for fp in resumed.fingerprints] == [fp.key for fp in first.fingerprints]
+
+
+def test_paired_differences_are_per_seed_and_the_worst_is_the_most_harmful():
+    bench = _embed_bench()
+    rows = {"default": [{"retention": 1.0, "perplexity_change": 0.05}, {"retention": 0.9, "perplexity_change": 0.02}],
+            "prior": [{"retention": 0.98, "perplexity_change": 0.01}, {"retention": 0.95, "perplexity_change": 0.03}]}
+    diff = bench.paired_differences(rows, {k: bench.FIGURES[k] for k in ("retention", "perplexity_change")})["prior"]
+    assert diff["retention"]["mean"] == pytest.approx(0.015) and diff["retention"]["worst"] == pytest.approx(-0.02)
+    assert diff["perplexity_change"]["worst"] == pytest.approx(0.01)  # the seed where the prior cost more
