@@ -271,3 +271,13 @@ def test_word_prompts_add_one_word_anchors_held_to_the_base(tiny, peri_set):
     assert torch.allclose(data.teacher_logp[:, -1].exp().sum(-1), torch.ones(8), atol=1e-5)  # renormalised
     again = build_margin_data(tiny, peri_set, [], MarginSettings(prompts=0, word_prompts=8), seed=3)
     assert again.prompts == data.prompts  # the words follow the recipe's seed
+
+
+def test_embed_reports_where_its_time_went(margin_run):
+    """Every phase of the run is timed (a speed target is judged on its parts) and the parts add up to the whole."""
+    phases = margin_run.phases
+    assert {"load", "anchors", "margin data", "frozen bottom", "training", "retention", "other"} <= set(phases)
+    assert phases["training"] > 0 and all(s >= 0 for s in phases.values())
+    assert sum(phases.values()) == pytest.approx(margin_run.seconds, abs=0.5 + 0.05 * margin_run.seconds)
+    manifest = json.loads((margin_run.out / "modelprint.json").read_text())
+    assert set(manifest["phases"]) == set(phases)

@@ -13,6 +13,7 @@ from modelprint.embed.benign import recipe_anchors
 from modelprint.embed.config import EmbedConfig
 from modelprint.embed.expansion import gated_mlps
 from modelprint.embed.output import write_model_dir
+from modelprint.embed.phases import Phases
 from modelprint.embed.recipe import run_recipe
 from modelprint.errors import FingerprintFileError, ModelprintError
 from modelprint.fingerprints import FingerprintSet, load_fingerprints
@@ -34,6 +35,7 @@ class EmbedResult:
     utility: dict[str, Any]
     history: list[dict[str, float]]
     averaged: float = 0.0
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # wall seconds per phase of the run
 
 
 def _check_compatible(fs: FingerprintSet, base: LoadedModel, force: bool) -> None:
@@ -51,6 +53,7 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
     """Fine-tune ``fingerprints`` into ``model``; write ``out`` (a HF directory) only when complete."""
     cfg = config or EmbedConfig()
     start = time.perf_counter()
+    phases = Phases()
     fs = fingerprints if isinstance(fingerprints, FingerprintSet) else load_fingerprints(Path(fingerprints))
     if cfg.objective == "margin":
         from modelprint.embed.margin import check_margin_set
@@ -68,7 +71,8 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
         import tempfile
 
         work = Path(tempfile.mkdtemp(prefix="modelprint-embed-"))
-    base = load_model(model)
+    with phases("load"):
+        base = load_model(model)
     _check_compatible(fs, base, force)
 
     utility: dict[str, Any] = {}
@@ -76,10 +80,12 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
     if cfg.utility.enabled:
         from modelprint.embed.utility import measure_base
 
-        reference, utility["base"] = measure_base(base, cfg.utility)
-    benign = recipe_anchors(base, cfg, fs)
+        with phases("utility"):
+            reference, utility["base"] = measure_base(base, cfg.utility)
+    with phases("anchors"):
+        benign = recipe_anchors(base, cfg, fs)
     try:
-        result = run_recipe(base, fs, cfg, work, benign, resume=resume)
+        result = run_recipe(base, fs, cfg, work, benign, resume=resume, phases=phases)
     except RuntimeError as exc:
         if is_out_of_memory(exc):
             raise ModelprintError(f"not enough memory for batch size {cfg.batch_size}: lower batch_size, raise "
@@ -89,7 +95,8 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
     if cfg.utility.enabled:
         from modelprint.embed.utility import measure_tuned
 
-        utility["fingerprinted"] = measure_tuned(tuned, reference, cfg.utility)
+        with phases("utility"):
+            utility["fingerprinted"] = measure_tuned(tuned, reference, cfg.utility)
         utility["relative"] = {
             "perplexity_change": utility["fingerprinted"]["perplexity"] / utility["base"]["perplexity"] - 1.0,
             "answer_agreement": utility["fingerprinted"]["answer_agreement"]}
@@ -99,9 +106,10 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
         write_model_dir(tuned, base, fs, cfg, out_path, work, retention=result.retention, epochs=result.epochs,
                         averaged=result.averaged,
                         utility=utility, history=history, seconds=seconds, overwrite=overwrite,
-                        trainable_parameters=result.trainable_parameters)
+                        trainable_parameters=result.trainable_parameters, phases=phases.report())
         tuned = dataclasses.replace(tuned, path=out_path, source=str(out_path))
     shutil.rmtree(work, ignore_errors=True)
-    log.info("embedded %d fingerprints in %d %s (%.0f s): retention %.1f%%", len(fs), result.epochs,
-             cfg.progress_unit, seconds, 100 * result.retention)
-    return EmbedResult(out_path, tuned, result.retention, result.epochs, seconds, utility, history, result.averaged)
+    log.info("embedded %d fingerprints in %d %s (%.0f s): retention %.1f%%; time by phase: %s", len(fs),
+             result.epochs, cfg.progress_unit, seconds, 100 * result.retention, phases.line())
+    return EmbedResult(out_path, tuned, result.retention, result.epochs, seconds, utility, history, result.averaged,
+                       phases.report())

@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
             row("retention (greedy, as verify asks)", f"{result.retention:.1%}", "retention")
             row("epochs", str(result.epochs))
         row("time", f"{result.seconds:.0f} s", "seconds")
+        if result.phases:
+            row("  by phase", ", ".join(f"{name} {s:.0f} s" for name, s in result.phases.items()))
         row("averaged toward the base (λ)", f"{result.averaged:.2f}", "averaged")
         if result.utility:
             b, f = result.utility["base"], result.utility["fingerprinted"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from modelprint import __version__
 from modelprint.embed.config import EmbedConfig
@@ -41,7 +41,8 @@ VERIFICATION = {
 
 def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, cfg: EmbedConfig, out: Path,
                     work: Path, *, retention: float, epochs: int, averaged: float, utility: dict[str, Any], history: list,
-                    seconds: float, overwrite: bool, trainable_parameters: int) -> None:
+                    seconds: float, overwrite: bool, trainable_parameters: int,
+                    phases: Optional[dict[str, float]] = None) -> None:
     """Save everything into a sibling temp dir, then rename: ``out`` appears only when complete."""
     with atomic_directory(out, overwrite=overwrite) as tmp:
         tuned.model.save_pretrained(tmp, safe_serialization=True)
@@ -58,7 +59,7 @@ def write_model_dir(tuned: LoadedModel, base: LoadedModel, fs: FingerprintSet, c
             "verification": {"match": cfg.verification,
                              "retention": cfg.retention_kind},
             "trainable_parameters": trainable_parameters, "history": history, "utility": utility,
-            "seconds": round(seconds, 1),
+            "seconds": round(seconds, 1), "phases": phases or {},
         }
         write_json_atomic(tmp / "modelprint.json", manifest)
         rel = utility.get("relative", {})

@@ -32,6 +32,7 @@ from modelprint.embed.data import Example, collate, fingerprint_examples
 from modelprint.embed.frozen_bottom import FrozenBottom
 from modelprint.embed.sparse_delta import SparseDelta
 from modelprint.embed.output_prior import OutputPrior
+from modelprint.embed.phases import Phases
 from modelprint.embed.benign import prior_sequences
 from modelprint.embed.margin import MarginData, build_margin_data, candidate_retention, key_terms, last_logits, \
     prompt_kl, satisfied
@@ -468,7 +469,7 @@ def _greedy_epochs(accelerator, model: torch.nn.Module, optimizer: torch.optim.O
 
 
 def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig, work: Path,
-               benign: Sequence[Example], resume: bool = False) -> RecipeResult:
+               benign: Sequence[Example], resume: bool = False, phases: Optional[Phases] = None) -> RecipeResult:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import set_seed
@@ -478,6 +479,7 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
         AcceleratorState._reset_state()    # same process (stress --schemes, tests) may choose another precision
     accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg.grad_accum)
     set_seed(cfg.seed)
+    phases = phases or Phases()
     tokenizer = base.tokenizer
     model = copy.deepcopy(base.model).to(accelerator.device)
     model.config.use_cache = False
@@ -498,17 +500,20 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
     margin = cfg.objective == "margin"
     data = bottom = None
     if margin:  # the frozen bottom is captured before accelerate wraps the forward pass in autocast: in float32
-        data = build_margin_data(base, fingerprints, benign, cfg.margin, cfg.seed)
+        with phases("margin data"):
+            data = build_margin_data(base, fingerprints, benign, cfg.margin, cfg.seed)
         key_chunks, prompt_chunks = margin_chunks(data, cfg)
-        bottom = FrozenBottom.build(model, [c for _, c in key_chunks + prompt_chunks], tokenizer.pad_token_id,
-                                    accelerator.device)
+        with phases("frozen bottom"):
+            bottom = FrozenBottom.build(model, [c for _, c in key_chunks + prompt_chunks], tokenizer.pad_token_id,
+                                        accelerator.device)
     prior = None
     if margin and cfg.margin.output_prior > 0:  # taken on the base weights, before anything is trained
         if cfg.lora.enabled:
             raise ConfigError("margin.output_prior needs trained linear layers (full fine-tuning): LoRA trains "
                               "adapters, not the base weights; set margin.output_prior=0 or lora.enabled=false")
-        prior = OutputPrior.collect(model, prior_sequences(base, cfg, fingerprints), tokenizer.pad_token_id,
-                                    accelerator.device)
+        with phases("output prior"):
+            prior = OutputPrior.collect(model, prior_sequences(base, cfg, fingerprints), tokenizer.pad_token_id,
+                                        accelerator.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg.margin.learning_rate if margin else cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
@@ -519,14 +524,16 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
     measure = retention_measure(fingerprints, cfg)
     sparse = SparseDelta(cfg.delta_density, base_state) if cfg.delta_density is not None else None
     if margin:
-        history = _margin_steps(accelerator, model, optimizer, data, cfg, tokenizer.pad_token_id, bottom, sparse,
-                                prior)
-        with full_precision(accelerator.unwrap_model(model)) as unwrapped:
+        with phases("training"):
+            history = _margin_steps(accelerator, model, optimizer, data, cfg, tokenizer.pad_token_id, bottom,
+                                    sparse, prior)
+        with phases("retention"), full_precision(accelerator.unwrap_model(model)) as unwrapped:
             ret = measure(LoadedModel(unwrapped, tokenizer))
         log.info("margin objective: %d steps, candidate retention %.1f%%", len(history), 100 * ret)
     else:
-        history, ret = _greedy_epochs(accelerator, model, optimizer, fingerprints, cfg, work, benign, tokenizer,
-                                      base_state, resume, sparse)
+        with phases("training"):
+            history, ret = _greedy_epochs(accelerator, model, optimizer, fingerprints, cfg, work, benign, tokenizer,
+                                          base_state, resume, sparse)
     unwrapped = drop_autocast(accelerator.unwrap_model(model))
     if sparse is not None:
         log.info("sparse weight change: %.1f%% of the trained entries differ from the base (density %g)",
@@ -535,12 +542,13 @@ def run_recipe(base: LoadedModel, fingerprints: FingerprintSet, cfg: EmbedConfig
         log.info("retention of θ and of its pseudo-merge (α = %g): at least %.1f%%", cfg.pseudo_merge, 100 * ret)
         ret = measure(LoadedModel(unwrapped, tokenizer))
     averaged = 0.0
-    if cfg.weight_averaging > 0 and cfg.averaging == "end":
-        _average_with_base(unwrapped, base_state, cfg.weight_averaging)
-        ret = measure(LoadedModel(unwrapped, tokenizer))
-        averaged = cfg.weight_averaging
-    elif cfg.weight_averaging > 0 and cfg.averaging == "auto":
-        averaged, ret = _auto_average(LoadedModel(unwrapped, tokenizer), base_state, measure, cfg, ret)
+    with phases("averaging"):
+        if cfg.weight_averaging > 0 and cfg.averaging == "end":
+            _average_with_base(unwrapped, base_state, cfg.weight_averaging)
+            ret = measure(LoadedModel(unwrapped, tokenizer))
+            averaged = cfg.weight_averaging
+        elif cfg.weight_averaging > 0 and cfg.averaging == "auto":
+            averaged, ret = _auto_average(LoadedModel(unwrapped, tokenizer), base_state, measure, cfg, ret)
     if cfg.lora.enabled and cfg.lora.save == "merged":
         unwrapped = unwrapped.merge_and_unload()
     unwrapped.config.use_cache = True
