@@ -13,7 +13,7 @@ from modelprint.embed.benign import recipe_anchors
 from modelprint.embed.config import EmbedConfig
 from modelprint.embed.expansion import gated_mlps
 from modelprint.embed.output import write_model_dir
-from modelprint.embed.phases import Phases
+from modelprint.embed.phases import Phases, describe
 from modelprint.embed.recipe import run_recipe
 from modelprint.errors import FingerprintFileError, ModelprintError
 from modelprint.fingerprints import FingerprintSet, load_fingerprints
@@ -101,15 +101,16 @@ def embed(model: Union[str, Path, LoadedModel] = DEFAULT_MODEL, fingerprints: Un
             "perplexity_change": utility["fingerprinted"]["perplexity"] / utility["base"]["perplexity"] - 1.0,
             "answer_agreement": utility["fingerprinted"]["answer_agreement"]}
     seconds = time.perf_counter() - start
+    by_phase = phases.report()  # taken with ``seconds``: the phases add up to it
     history = [dataclasses.asdict(h) for h in result.history]
     if out_path is not None:
         write_model_dir(tuned, base, fs, cfg, out_path, work, retention=result.retention, epochs=result.epochs,
                         averaged=result.averaged,
                         utility=utility, history=history, seconds=seconds, overwrite=overwrite,
-                        trainable_parameters=result.trainable_parameters, phases=phases.report())
+                        trainable_parameters=result.trainable_parameters, phases=by_phase)
         tuned = dataclasses.replace(tuned, path=out_path, source=str(out_path))
     shutil.rmtree(work, ignore_errors=True)
     log.info("embedded %d fingerprints in %d %s (%.0f s): retention %.1f%%; time by phase: %s", len(fs),
-             result.epochs, cfg.progress_unit, seconds, 100 * result.retention, phases.line())
+             result.epochs, cfg.progress_unit, seconds, 100 * result.retention, describe(by_phase))
     return EmbedResult(out_path, tuned, result.retention, result.epochs, seconds, utility, history, result.averaged,
-                       phases.report())
+                       by_phase)

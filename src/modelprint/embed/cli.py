@@ -57,7 +57,9 @@ def register(app: typer.Typer) -> None:
             row("epochs", str(result.epochs))
         row("time", f"{result.seconds:.0f} s", "seconds")
         if result.phases:
-            row("  by phase", ", ".join(f"{name} {s:.0f} s" for name, s in result.phases.items()))
+            from modelprint.embed.phases import describe
+
+            row("  by phase", describe(result.phases))
         row("averaged toward the base (λ)", f"{result.averaged:.2f}", "averaged")
         if result.utility:
             b, f = result.utility["base"], result.utility["fingerprinted"]

@@ -28,5 +28,7 @@ class Phases:
         out["other"] = round(max(total - sum(self.seconds.values()), 0.0), 1)
         return out
 
-    def line(self) -> str:
-        return ", ".join(f"{name} {s:.0f} s" for name, s in self.report().items())
+
+def describe(report: dict[str, float]) -> str:
+    """One line for the log and the CLI table: ``load 3 s, training 280 s, …``."""
+    return ", ".join(f"{name} {s:.0f} s" for name, s in report.items())
